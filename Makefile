@@ -1,0 +1,35 @@
+# course-zoo: `make demo` and `make test` each set up .venv (Python 3.11) on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# The course datasets' local mirror, when this checkout sits beside one.
+ifeq ($(origin ZOO_DATA_MIRROR), undefined)
+ifneq ($(wildcard ../shared/datasets),)
+export ZOO_DATA_MIRROR := $(abspath ../shared/datasets)
+endif
+endif
+
+.PHONY: install demo test clean-state help
+
+help:
+	@echo "make demo   ingest, train, register, promote, serve and query every task"
+	@echo "make test   run the test suite"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/zoo demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean-state:
+	rm -rf .zoo data

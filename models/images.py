@@ -1,0 +1,50 @@
+"""Safe image decoding, shared by every image task and its service."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from models.inputs import InvalidInput
+
+DEFAULT_MAX_PIXELS = 25_000_000
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+
+def decode_image(
+    data: bytes | Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Image.Image:
+    """Decode an uploaded image into RGB, refusing oversize bodies and pixel bombs.
+
+    The pixel count is checked from the header, before any pixel is decoded.
+    """
+    size = data.stat().st_size if isinstance(data, Path) else len(data)
+    if size > max_bytes:
+        raise InvalidInput("too_large", f"image body is {size} bytes; the limit is {max_bytes}", status=413)
+    if size == 0:
+        raise InvalidInput("not_an_image", "image body is empty")
+    raw = data.read_bytes() if isinstance(data, Path) else data
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise InvalidInput(
+                    "too_many_pixels",
+                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+                    status=413,
+                )
+            img.load()
+    except InvalidInput:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInput("too_many_pixels", f"image refused as a decompression bomb: {exc}", status=413) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidInput("not_an_image", f"body is not a decodable image ({type(exc).__name__})") from exc
+    return img.convert("RGB")

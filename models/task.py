@@ -1,0 +1,138 @@
+"""The contract every course task implements.
+
+A task bundles what training, export and serving must agree on: the network,
+the one preprocessing implementation, the metric and its baseline, and the
+ONNX input spec. Concrete tasks live in ``models/tasks/<name>.py`` and expose a
+module-level ``TASK`` object.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+Spec = dict[str, Any]
+"""The JSON-serialisable preprocessing spec that travels with a model."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One ONNX input or output: name, dtype and shape (``"batch"`` is dynamic)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters shared by every task; tasks subclass it for their own."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    seed: int = 42
+    limit: int | None = None
+    """Use at most this many training and validation examples (tiny configs)."""
+
+
+@dataclass
+class Dataset:
+    """Preprocessed arrays for one split of a task, plus the fitted spec."""
+
+    train_x: tuple[np.ndarray, ...]
+    train_y: np.ndarray
+    valid_x: tuple[np.ndarray, ...]
+    valid_y: np.ndarray
+    spec: Spec
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Task-specific material for figures and baselines (e.g. raw images)."""
+
+    def limited(self, limit: int | None) -> "Dataset":
+        """Return the first ``limit`` examples of each split (all when ``None``)."""
+        if limit is None:
+            return self
+        return Dataset(
+            tuple(a[:limit] for a in self.train_x),
+            self.train_y[:limit],
+            tuple(a[:limit] for a in self.valid_x),
+            self.valid_y[:limit],
+            self.spec,
+            self.extras,
+        )
+
+
+class Task(ABC):
+    """Base class of a course task. Subclasses fill in the class attributes."""
+
+    name: ClassVar[str]
+    datasets: ClassVar[tuple[str, ...]]
+    """Sample datasets (folders under ``data/``) this task trains on."""
+    metric_name: ClassVar[str]
+    higher_is_better: ClassVar[bool]
+    config_class: ClassVar[type[TrainConfig]] = TrainConfig
+    configs: ClassVar[dict[str, dict[str, Any]]]
+    """Named configs, at least ``demo`` and ``tiny``: overrides of ``config_class``."""
+
+    def config(self, name: str = "demo", **overrides: Any) -> TrainConfig:
+        """Build a named config, with optional field overrides."""
+        if name not in self.configs:
+            raise KeyError(f"task {self.name!r} has no config {name!r}; known: {sorted(self.configs)}")
+        return self.config_class(**{**self.configs[name], **overrides})
+
+    @abstractmethod
+    def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
+        """Read the task's data under ``data_dir``, split it, fit the spec, preprocess."""
+
+    @abstractmethod
+    def build(self, spec: Spec, config: TrainConfig) -> nn.Module:
+        """Build the network; ``forward`` takes the ONNX inputs in order."""
+
+    @abstractmethod
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Training loss."""
+
+    @abstractmethod
+    def metric(self, output: np.ndarray, target: np.ndarray) -> float:
+        """Validation metric on raw network outputs."""
+
+    @abstractmethod
+    def baseline(self, data: Dataset) -> float:
+        """The metric of a simple baseline on the same validation split."""
+
+    @abstractmethod
+    def inputs(self, spec: Spec) -> list[TensorSpec]:
+        """ONNX inputs, in ``forward`` order."""
+
+    @abstractmethod
+    def outputs(self, spec: Spec) -> list[TensorSpec]:
+        """ONNX outputs."""
+
+    def finalize(self, net: nn.Module, data: Dataset) -> None:
+        """Adjust a trained network before evaluation and export (default: nothing)."""
+
+    def figures(self, data: Dataset, output: np.ndarray) -> dict[str, Any]:
+        """Matplotlib figures worth looking at, by file name (default: none)."""
+        return {}
+
+    def describe(self, spec: Spec) -> Spec:
+        """The full JSON spec saved next to the ONNX file."""
+        return {
+            "task": self.name,
+            "format": 1,
+            "metric": self.metric_name,
+            "higher_is_better": self.higher_is_better,
+            "inputs": [t.to_json() for t in self.inputs(spec)],
+            "outputs": [t.to_json() for t in self.outputs(spec)],
+            "preprocess": spec,
+        }

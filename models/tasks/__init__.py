@@ -1,0 +1,1 @@
+"""One module per course task; see :mod:`models.registry`."""

@@ -1,0 +1,164 @@
+"""``recommend``: collaborative filtering with the course's EmbeddingDotBias (lesson 8).
+
+Sample data: ``movie_lens_sample/ratings.csv`` (userId,movieId,rating,timestamp).
+Real data: MovieLens 100k's tab-separated ``u.data`` (user, item, rating, timestamp).
+Index 0 of each embedding is reserved for ids never seen in training: it is
+not trained, and after training it is set to the average of the known rows,
+so an unknown user is scored as the average user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.task import Dataset, Spec, Task, TensorSpec, TrainConfig
+
+
+@dataclass(frozen=True)
+class RecommendConfig(TrainConfig):
+    dataset: str = "movie_lens_sample"
+    n_factors: int = 50
+    y_low: float = 0.0
+    y_high: float = 5.5
+    valid_pct: float = 0.2
+    n_popular: int = 100
+
+
+def read_ratings(root: Path) -> pd.DataFrame:
+    """Ratings as ``user, movie, rating`` from ``ratings.csv`` or MovieLens 100k's ``u.data``."""
+    if (root / "ratings.csv").is_file():
+        df = pd.read_csv(root / "ratings.csv")
+        df = df.rename(columns={"userId": "user", "movieId": "movie"})
+    elif (root / "u.data").is_file():
+        df = pd.read_csv(root / "u.data", sep="\t", names=["user", "movie", "rating", "timestamp"])
+    else:
+        raise FileNotFoundError(f"{root}: neither ratings.csv nor u.data")
+    missing = {"user", "movie", "rating"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{root}: ratings lack columns {sorted(missing)}")
+    return df[["user", "movie", "rating"]].astype({"user": "int64", "movie": "int64", "rating": "float32"})
+
+
+class IdMaps:
+    """Raw user and movie ids -> embedding indices (0 = unknown). Training and serving share it."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.users = {int(u): i + 1 for i, u in enumerate(spec["users"])}
+        self.movies = {int(m): i + 1 for i, m in enumerate(spec["movies"])}
+        self.movie_ids = np.asarray(spec["movies"], dtype=np.int64)
+
+    def encode(self, users: np.ndarray, movies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of raw ids -> int64 index vectors."""
+        u = np.fromiter((self.users.get(int(x), 0) for x in users), dtype=np.int64, count=len(users))
+        m = np.fromiter((self.movies.get(int(x), 0) for x in movies), dtype=np.int64, count=len(movies))
+        return u, m
+
+
+class EmbeddingDotBias(nn.Module):
+    """The course's dot-product model with biases and a sigmoid range."""
+
+    def __init__(self, n_users: int, n_movies: int, n_factors: int, y_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.u_weight = nn.Embedding(n_users, n_factors, padding_idx=0)
+        self.i_weight = nn.Embedding(n_movies, n_factors, padding_idx=0)
+        self.u_bias = nn.Embedding(n_users, 1, padding_idx=0)
+        self.i_bias = nn.Embedding(n_movies, 1, padding_idx=0)
+        for emb in (self.u_weight, self.i_weight):
+            nn.init.trunc_normal_(emb.weight, std=0.01)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+        for emb in (self.u_bias, self.i_bias):
+            nn.init.zeros_(emb.weight)
+        self.y_low, self.y_high = y_range
+
+    def forward(self, user: torch.Tensor, movie: torch.Tensor) -> torch.Tensor:
+        dot = (self.u_weight(user) * self.i_weight(movie)).sum(dim=1)
+        res = dot + self.u_bias(user).squeeze(1) + self.i_bias(movie).squeeze(1)
+        return torch.sigmoid(res) * (self.y_high - self.y_low) + self.y_low
+
+
+class Recommend(Task):
+    name = "recommend"
+    datasets = ("movie_lens_sample",)
+    metric_name = "mse"
+    higher_is_better = False
+    config_class = RecommendConfig
+    configs = {
+        "demo": {"epochs": 5, "batch_size": 64, "lr": 5e-3, "weight_decay": 0.1},
+        "tiny": {"epochs": 1, "batch_size": 64, "lr": 5e-3, "limit": 512, "n_factors": 8},
+    }
+
+    def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
+        assert isinstance(config, RecommendConfig)
+        df = read_ratings(data_dir / config.dataset)
+        rng = np.random.default_rng(config.seed)
+        is_valid = rng.random(len(df)) < config.valid_pct
+        train, valid = df[~is_valid], df[is_valid]
+        if config.limit:
+            train, valid = train.iloc[: config.limit], valid.iloc[: config.limit]
+        counts = train["movie"].value_counts(sort=False)
+        popular = counts.sort_values(ascending=False, kind="stable").index[: config.n_popular]
+        spec: Spec = {
+            "users": sorted(int(u) for u in train["user"].unique()),
+            "movies": sorted(int(m) for m in train["movie"].unique()),
+            "y_range": [config.y_low, config.y_high],
+            "global_mean": float(train["rating"].mean()),
+            "popular": [int(m) for m in popular],
+            "rated": {str(u): sorted(int(m) for m in g) for u, g in df.groupby("user")["movie"]},
+        }
+        maps = IdMaps(spec)
+        tx = maps.encode(train["user"].to_numpy(), train["movie"].to_numpy())
+        vx = maps.encode(valid["user"].to_numpy(), valid["movie"].to_numpy())
+        extras = {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True)}
+        return Dataset(tx, train["rating"].to_numpy(), vx, valid["rating"].to_numpy(), spec, extras)
+
+    def build(self, spec: Spec, config: TrainConfig) -> nn.Module:
+        assert isinstance(config, RecommendConfig)
+        lo, hi = spec["y_range"]
+        return EmbeddingDotBias(len(spec["users"]) + 1, len(spec["movies"]) + 1, config.n_factors, (lo, hi))
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(output, target.float())
+
+    def metric(self, output: np.ndarray, target: np.ndarray) -> float:
+        return float(np.mean((output.astype(np.float64) - target) ** 2))
+
+    def baseline(self, data: Dataset) -> float:
+        """Global mean plus damped user and movie biases, fitted on the training split."""
+        train, valid = data.extras["train"], data.extras["valid"]
+        mu = float(train["rating"].mean())
+        dev = train["rating"] - mu
+        b_movie = dev.groupby(train["movie"]).sum() / (train.groupby("movie").size() + 10.0)
+        resid = dev - train["movie"].map(b_movie)
+        b_user = resid.groupby(train["user"]).sum() / (train.groupby("user").size() + 10.0)
+        pred = mu + valid["movie"].map(b_movie).fillna(0.0) + valid["user"].map(b_user).fillna(0.0)
+        pred = pred.clip(*data.spec["y_range"])
+        return float(np.mean((pred.to_numpy() - valid["rating"].to_numpy()) ** 2))
+
+    def inputs(self, spec: Spec) -> list[TensorSpec]:
+        return [TensorSpec("user", "int64", ("batch",)), TensorSpec("movie", "int64", ("batch",))]
+
+    def outputs(self, spec: Spec) -> list[TensorSpec]:
+        return [TensorSpec("rating", "float32", ("batch",))]
+
+    @torch.no_grad()
+    def finalize(self, net: nn.Module, data: Dataset) -> None:
+        """Give unknown ids (index 0) the average user's and movie's vector and bias."""
+        assert isinstance(net, EmbeddingDotBias)
+        for emb in (net.u_weight, net.i_weight, net.u_bias, net.i_bias):
+            emb.weight[0] = emb.weight[1:].mean(dim=0)
+
+    def figures(self, data: Dataset, output: np.ndarray) -> dict[str, object]:
+        from models.plots import predicted_vs_actual
+
+        return {"predicted_vs_actual.png": predicted_vs_actual(data.valid_y, output)}
+
+
+TASK = Recommend()

@@ -1,0 +1,138 @@
+"""Training any task with Lightning: the course's one-cycle AdamW recipe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from models.task import Dataset, Task, TrainConfig
+
+EpochListener = Callable[[dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    net: nn.Module
+    history: list[dict[str, float]]
+    valid_output: np.ndarray
+    """Network outputs on the validation split, after training."""
+    metric: float
+
+
+class LitTask(L.LightningModule):
+    """Wraps a task's network, loss and metric for Lightning's Trainer."""
+
+    def __init__(self, task: Task, net: nn.Module, config: TrainConfig, total_steps: int) -> None:
+        super().__init__()
+        self.task, self.net, self.config, self.total_steps = task, net, config, total_steps
+        self._outputs: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
+        return self.net(*x)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        *x, y = batch
+        loss = self.task.loss(self.net(*x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        *x, y = batch
+        out = self.net(*x)
+        self.log("val_loss", self.task.loss(out, y), on_epoch=True, prog_bar=True, batch_size=len(y))
+        self._outputs.append(out.detach().float().cpu())
+        self._targets.append(y.detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if self._outputs:
+            out = torch.cat(self._outputs).numpy()
+            target = torch.cat(self._targets).numpy()
+            self.log(f"val_{self.task.metric_name}", self.task.metric(out, target), prog_bar=True)
+        self._outputs.clear()
+        self._targets.clear()
+
+    def configure_optimizers(self):  # type: ignore[override]
+        opt = torch.optim.AdamW(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.config.lr, total_steps=max(self.total_steps, 1))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class _History(L.Callback):
+    """Collects per-epoch metrics and hands each epoch to the listeners."""
+
+    def __init__(self, listeners: Sequence[EpochListener]) -> None:
+        self.rows: list[dict[str, float]] = []
+        self.listeners = listeners
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        row = {"epoch": float(trainer.current_epoch + 1)}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))})
+        self.rows.append(row)
+        for listener in self.listeners:
+            listener(row)
+
+
+def loader(x: tuple[np.ndarray, ...], y: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    """In-memory arrays -> a seeded DataLoader yielding ``(*inputs, target)``."""
+    tensors = [torch.from_numpy(np.array(a, copy=True)) for a in (*x, y)]
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+@torch.no_grad()
+def predict(net: nn.Module, x: tuple[np.ndarray, ...], batch_size: int = 256) -> np.ndarray:
+    """Run ``net`` in eval mode over arrays on the CPU; returns numpy outputs."""
+    net = net.eval().cpu()
+    n = len(x[0])
+    outs = [net(*(torch.from_numpy(a[i : i + batch_size]) for a in x)).float().numpy() for i in range(0, n, batch_size)]
+    return np.concatenate(outs) if outs else np.empty((0,), dtype=np.float32)
+
+
+def fit(
+    task: Task,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    listeners: Sequence[EpochListener] = (),
+    progress: bool = True,
+) -> FitResult:
+    """Train ``task`` on ``data`` with ``config``; deterministic for a given seed on CPU."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    net = task.build(data.spec, config)
+    train = loader(data.train_x, data.train_y, config.batch_size, True, config.seed)
+    valid = loader(data.valid_x, data.valid_y, max(config.batch_size, 256), False, config.seed)
+    lit = LitTask(task, net, config, total_steps=len(train) * config.epochs)
+    history = _History(listeners)
+    callbacks: list[L.Callback] = [history]
+    if progress:
+        callbacks.append(L.pytorch.callbacks.RichProgressBar())
+    if checkpoint_dir is not None:
+        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0))
+    gpu = torch.cuda.is_available()
+    trainer = L.Trainer(
+        max_epochs=config.epochs,
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        precision="16-mixed" if gpu else "32-true",
+        logger=False,
+        callbacks=callbacks,
+        enable_checkpointing=checkpoint_dir is not None,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        default_root_dir=checkpoint_dir,
+    )
+    trainer.fit(lit, train, valid)
+    task.finalize(net, data)
+    output = predict(net, data.valid_x)
+    return FitResult(net.eval(), history.rows, output, task.metric(output, data.valid_y))

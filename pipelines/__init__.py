@@ -1,0 +1,1 @@
+"""Training pipelines: data ingest, Prefect flows, MLflow tracking and the ``zoo`` CLI."""

@@ -1,0 +1,182 @@
+"""``zoo``: the course-zoo command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from models.settings import Settings
+
+app = typer.Typer(help="Train, register, promote and serve the fast.ai course models.", no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Course datasets, versioned with DVC.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    settings.apply()
+    return settings
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from mlflow.exceptions import MlflowException
+
+    from models.export import ParityError
+    from models.onnx_model import ChecksumError
+    from models.registry import UnknownTask
+    from pipelines.ingest import IngestError
+
+    return (IngestError, UnknownTask, LookupError, MlflowException, ParityError, ChecksumError, FileNotFoundError, ValueError)
+
+
+@data_app.command("ingest")
+def data_ingest(
+    dataset: Annotated[list[str] | None, typer.Option(help="Only this dataset (repeatable).")] = None,
+    force: Annotated[bool, typer.Option(help="Fetch again even when present.")] = False,
+) -> None:
+    """Fetch the course sample data into data/, version it with DVC and push it to the remote."""
+    from pipelines import ingest
+
+    settings = _settings()
+    try:
+        digest = ingest.ingest(settings, dataset, force=force)
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+    source = settings.data_mirror or "fast.ai's S3"
+    console.print(f"data/ ingested from {source}: data.dvc md5 [bold]{digest}[/], pushed to the DVC remote")
+
+
+@data_app.command("status")
+def data_status() -> None:
+    """Which datasets are present, and the data version recorded in data.dvc."""
+    from pipelines import ingest
+
+    rows = ingest.status(_settings())
+    table = Table("dataset", "present", "files", "data.dvc md5")
+    for row in rows:
+        table.add_row(str(row["dataset"]), "yes" if row["present"] else "[red]no[/]", str(row["files"]), str(row["data_hash"]))
+    console.print(table)
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="Task name, e.g. classify.")],
+    config: Annotated[str, typer.Option(help="Named config: demo or tiny.")] = "demo",
+    epochs: Annotated[int | None, typer.Option(help="Override the config's epochs.")] = None,
+) -> None:
+    """Run the retrain flow for TASK: pull data, train, evaluate, export, register as challenger."""
+    _settings()
+    from models.registry import get_task
+
+    try:
+        get_task(task).config(config)
+    except (_known_errors() + (KeyError,)) as exc:
+        raise _fail(str(exc).strip('"')) from None
+    from pipelines.flows import retrain
+
+    overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
+    try:
+        result = retrain(task, config, overrides)
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"[bold green]{task}[/] version {result.version} registered as challenger: "
+        f"{result.metric_name} {result.metric:.4f} (baseline {result.baseline:.4f}), ONNX max |diff| {result.max_abs_diff:.2g}"
+    )
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
+    """Champion and challenger of every task, with metrics."""
+    from pipelines.tracking import list_models
+
+    try:
+        rows = list_models(_settings())
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("task", "alias", "version", "metric", "baseline", "data hash", "created")
+    for row in rows:
+        for alias in ("champion", "challenger"):
+            v = row[alias]
+            if v is None:
+                table.add_row(row["task"], alias, "-", "", "", "", "")
+                continue
+            metric = next((k for k in v["metrics"] if not k.startswith(("baseline_", "onnx_"))), "")
+            value = v["metrics"].get(metric)
+            base = v["metrics"].get(f"baseline_{metric}")
+            table.add_row(
+                row["task"],
+                alias,
+                v["version"],
+                f"{metric} {value:.4f}" if value is not None else "",
+                f"{base:.4f}" if base is not None else "",
+                (v["data_hash"] or "")[:12],
+                v["created"],
+            )
+    console.print(table)
+
+
+@app.command()
+def promote(task: str, version: str) -> None:
+    """Point TASK's champion alias at VERSION (services pick it up on their next load)."""
+    from pipelines.tracking import promote as do_promote
+
+    try:
+        previous = do_promote(_settings(), task, version)
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"{task}: champion -> version {version} (was {previous or 'none'})")
+
+
+@app.command()
+def serve(
+    task: Annotated[str | None, typer.Option(help="Serve only this task.")] = None,
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",
+) -> None:
+    """Serve every task that has a champion (or one task) over HTTP with BentoML."""
+    from pipelines.serving import serve_command, serve_env
+
+    settings = _settings()
+    try:
+        cmd = serve_command(task, port, host)
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"serving {task or 'all tasks with a champion'} on http://{host}:{port} (Ctrl-C to stop)")
+    try:
+        sys.exit(subprocess.call(cmd, env=serve_env(settings)))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(
+    config: Annotated[str, typer.Option(help="Named config to train with.")] = "demo",
+) -> None:
+    """Ingest, train, register, promote, serve and query every task, timing each step."""
+    from pipelines.demo import run_demo
+
+    try:
+        run_demo(_settings(), config, console)
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""BentoML services: load the champion from the registry, serve it over HTTP."""

@@ -1,0 +1,29 @@
+"""The project's Prometheus metrics, served on ``/metrics`` beside BentoML's own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from prometheus_client import Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class ZooMetrics:
+    predictions: Counter
+    model_version: Gauge
+    rejections: Counter
+    load_failures: Counter
+    batch_size: Histogram
+
+
+@cache
+def zoo_metrics() -> ZooMetrics:
+    """Create the metrics once per process (after BentoML set up multiprocess mode)."""
+    return ZooMetrics(
+        predictions=Counter("zoo_predictions", "Predictions served (items, not requests)", ["task", "model_version"]),
+        model_version=Gauge("zoo_model_version", "Registry version of the loaded model", ["task"], multiprocess_mode="livemax"),
+        rejections=Counter("zoo_input_rejections", "Requests refused for bad input", ["task", "reason"]),
+        load_failures=Counter("zoo_model_load_failures", "Failed attempts to load a model version", ["task"]),
+        batch_size=Histogram("zoo_batch_size", "Requests per model batch", ["task"], buckets=(1, 2, 4, 8, 16, 32, 64)),
+    )

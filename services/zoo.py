@@ -1,0 +1,15 @@
+"""All task APIs on one port: every task with a champion (or those in ``ZOO_TASKS``)."""
+
+from __future__ import annotations
+
+import bentoml
+
+from services.base import ZooService, service_options, with_middleware
+from services.classify import ClassifyAPI
+from services.recommend import RecommendAPI
+
+
+@with_middleware
+@bentoml.service(name="zoo", **service_options())
+class Zoo(ClassifyAPI, RecommendAPI, ZooService):
+    """Serves whichever tasks have a champion; the other APIs answer 503."""

@@ -1,0 +1,66 @@
+"""The micro-batcher merges concurrent requests and hands each its own rows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from services.batching import MicroBatcher
+
+
+def test_concurrent_requests_share_a_batch_and_get_their_rows() -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def model(x: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        calls.append(len(x))
+        return x * 10
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(model, max_batch_size=8)
+        first = asyncio.create_task(batcher.submit(np.array([0])))
+        await asyncio.sleep(0.05)  # the first batch is now running, blocked on the gate
+        rest = [asyncio.create_task(batcher.submit(np.array([i, i + 100]))) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return [await first, *[await r for r in rest]]
+
+    results = asyncio.run(main())
+    assert calls == [1, 10]  # one lone request, then five requests (ten rows) together
+    assert results[0].tolist() == [0]
+    for i, out in enumerate(results[1:], start=1):
+        assert out.tolist() == [i * 10, (i + 100) * 10]
+
+
+def test_batches_are_capped() -> None:
+    sizes: list[int] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        sizes.append(len(x))
+        return x
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, max_batch_size=3)
+        await asyncio.gather(*(batcher.submit(np.array([i])) for i in range(7)))
+
+    asyncio.run(main())
+    assert max(sizes) <= 3 and sum(sizes) == 7
+
+
+def test_a_failing_batch_fails_its_requests_and_the_next_batch_runs() -> None:
+    def model(x: np.ndarray) -> np.ndarray:
+        if (x < 0).any():
+            raise RuntimeError("boom")
+        return x
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, max_batch_size=1)
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.submit(np.array([-1]))
+        assert (await batcher.submit(np.array([5]))).tolist() == [5]
+
+    asyncio.run(main())

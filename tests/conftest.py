@@ -1,0 +1,86 @@
+"""Shared fixtures: fake data, a throw-away project with its own ZOO_HOME, trained models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fakes import write_mirror  # noqa: E402
+
+from models.settings import Settings  # noqa: E402
+
+# Keep every tool's state of the whole test session in one temporary ZOO_HOME,
+# never in the user's home directory or the checkout's .zoo/.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="zoo-test-home-"))
+for _key, _value in Settings.from_env({"ZOO_HOME": str(_SESSION_HOME)}).tool_env().items():
+    os.environ[_key] = _value
+
+ENV_KEYS = ("ZOO_HOME", "ZOO_PROJECT_ROOT", "ZOO_DATA_MIRROR", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME", "BENTOML_HOME")
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fake mirror of the course datasets."""
+    return write_mirror(tmp_path_factory.mktemp("mirror"))
+
+
+def make_project(root: Path, mirror: Path) -> dict[str, str]:
+    """A git repo with DVC, like a fresh clone; returns the environment that points at it."""
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / ".gitignore").write_text("/.zoo/\n/data\n")
+    subprocess.run(["git", "-C", str(root), "add", ".gitignore"], check=True)
+    subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], check=True
+    )
+    home = root / ".zoo"
+    return {
+        "ZOO_PROJECT_ROOT": str(root),
+        "ZOO_HOME": str(home),
+        "ZOO_DATA_MIRROR": str(mirror),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "MLFLOW_REGISTRY_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "PREFECT_HOME": str(home / "prefect"),
+        "BENTOML_HOME": str(home / "bentoml"),
+    }
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Iterator[Settings]:
+    """A session-wide throw-away project: data ingested, both tasks trained (tiny) and promoted."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    env = make_project(tmp_path_factory.mktemp("project"), mirror)
+    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    os.environ.update(env)
+    settings = Settings.from_env()
+    settings.apply()
+    try:
+        from pipelines import ingest, tracking
+        from pipelines.flows import retrain
+
+        ingest.ingest(settings)
+        with prefect_test_harness(server_startup_timeout=120):
+            for task in ("classify", "recommend"):
+                result = retrain(task, "tiny", progress=False)
+                tracking.promote(settings, task, result.version)
+        yield settings
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import shutil
+
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""Ingest: mirror copies and downloads are atomic, and the DVC hash is deterministic."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project
+from models.settings import Settings
+from pipelines import ingest
+
+
+def test_same_content_gives_the_same_hash(tmp_path: Path, mirror: Path) -> None:
+    hashes = []
+    for name in ("a", "b"):
+        env = make_project(tmp_path / name, mirror)
+        s = Settings.from_env(env)
+        hashes.append(ingest.ingest(s))
+        assert (s.dvc_remote / "files" / "md5").is_dir()  # pushed to the remote under ZOO_HOME
+        assert (s.project_root / "data.dvc").is_file()
+    assert hashes[0] == hashes[1]
+
+
+def test_changed_content_changes_the_hash(tmp_path: Path, mirror: Path) -> None:
+    env = make_project(tmp_path / "p", mirror)
+    s = Settings.from_env(env)
+    before = ingest.ingest(s)
+    (s.project_root / "data" / "movie_lens_sample" / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,3.0,4\n")
+    with ingest.dvc_repo(s.project_root, s) as repo:
+        repo.add(str(s.project_root / "data"))
+    assert ingest.data_hash(s.project_root) != before
+
+
+def test_pull_restores_deleted_data_from_the_remote(tmp_path: Path, mirror: Path) -> None:
+    import shutil
+
+    env = make_project(tmp_path / "p", mirror)
+    s = Settings.from_env(env)
+    digest = ingest.ingest(s)
+    shutil.rmtree(s.project_root / "data")
+    shutil.rmtree(s.home / "dvc-cache")
+    version = ingest.pull(s)
+    assert version.data_hash == digest
+    assert len(version.git_commit) == 40
+    assert (s.project_root / "data" / "movie_lens_sample" / "ratings.csv").is_file()
+
+
+def test_mirror_without_the_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ingest.IngestError, match="no folder mnist_tiny"):
+        ingest.fetch("mnist_tiny", tmp_path / "data", mirror=tmp_path)
+    assert not (tmp_path / "data" / "mnist_tiny").exists()
+
+
+def _tgz(name: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = b"userId,movieId,rating,timestamp\n1,2,3.0,4\n"
+        info = tarfile.TarInfo(f"{name}/ratings.csv")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def http_server() -> Iterator[tuple[str, dict[str, bytes]]]:
+    """A loopback HTTP server serving ``files``; a ``truncate`` entry lies about its length."""
+    files: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = files.get(self.path.lstrip("/"))
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + (100 if self.path.endswith("truncated.tgz") else 0)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", files
+    server.shutdown()
+
+
+def test_download_unpacks_into_place(tmp_path: Path, http_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, files = http_server
+    files["movie_lens_sample.tgz"] = _tgz("movie_lens_sample")
+    monkeypatch.setattr(ingest, "SAMPLE_URL", url + "/{name}.tgz")
+    got = ingest.fetch("movie_lens_sample", tmp_path / "data", mirror=None)
+    assert (got / "ratings.csv").read_text().startswith("userId")
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["movie_lens_sample"]  # no temporary files left
+
+
+def test_truncated_download_leaves_nothing(tmp_path: Path, http_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, files = http_server
+    files["truncated.tgz"] = _tgz("truncated")
+    monkeypatch.setattr(ingest, "SAMPLE_URL", url + "/{name}.tgz")
+    with pytest.raises(ingest.IngestError):
+        ingest.fetch("truncated", tmp_path / "data", mirror=None)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_missing_url_is_a_clear_error(tmp_path: Path, http_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = http_server
+    monkeypatch.setattr(ingest, "SAMPLE_URL", url + "/{name}.tgz")
+    with pytest.raises(ingest.IngestError, match="cannot download"):
+        ingest.fetch("nothing_here", tmp_path / "data", mirror=None)

@@ -1,0 +1,50 @@
+"""Small fake datasets in the course layouts, written by the tests themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_mnist_like(root: Path, per_class: int = 24, seed: int = 0) -> Path:
+    """``mnist_tiny`` layout: ``train|valid/{3,7}/*.png``; the classes differ in a learnable way."""
+    rng = np.random.default_rng(seed)
+    folder = root / "mnist_tiny"
+    for split in ("train", "valid"):
+        for label in ("3", "7"):
+            d = folder / split / label
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                img = rng.integers(0, 60, size=(28, 28), dtype=np.uint8)
+                if label == "3":
+                    img[4:24, 6:10] = 230  # a bar on the left
+                else:
+                    img[4:8, 4:24] = 230  # a bar on top
+                Image.fromarray(img, mode="L").save(d / f"{i}.png")
+    (folder / "labels.csv").write_text("name,label\n")
+    return folder
+
+
+def write_ratings(root: Path, users: int = 30, movies: int = 25, seed: int = 0) -> Path:
+    """``movie_lens_sample`` layout: ``ratings.csv`` with userId,movieId,rating,timestamp."""
+    rng = np.random.default_rng(seed)
+    folder = root / "movie_lens_sample"
+    folder.mkdir(parents=True, exist_ok=True)
+    taste = rng.normal(size=(users, 3))
+    kind = rng.normal(size=(movies, 3))
+    rows = ["userId,movieId,rating,timestamp"]
+    for u in range(users):
+        for m in rng.choice(movies, size=movies * 2 // 3, replace=False):
+            score = np.clip(np.round((3 + taste[u] @ kind[m]) * 2) / 2, 0.5, 5.0)
+            rows.append(f"{u + 100},{m + 1000},{score},{1000000 + u * 100 + m}")
+    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def write_mirror(root: Path) -> Path:
+    """A ``ZOO_DATA_MIRROR`` holding every dataset the registered tasks need."""
+    write_mnist_like(root)
+    write_ratings(root)
+    return root

@@ -1,0 +1,105 @@
+"""The retrain flow end to end on tiny fake data, in a throw-away ZOO_HOME."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from models import modelstore
+from models.onnx_model import ChecksumError
+from models.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def test_runs_record_data_and_code_versions(project: Settings) -> None:
+    c = modelstore.client(project)
+    for task, metric in (("classify", "accuracy"), ("recommend", "mse")):
+        mv = modelstore.by_alias(c, task, modelstore.CHALLENGER)
+        assert mv is not None
+        run = c.get_run(mv.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["data_hash"].endswith(".dir")
+        assert len(run.data.tags["git_commit"]) == 40
+        assert metric in run.data.metrics and f"baseline_{metric}" in run.data.metrics
+        assert run.data.metrics["onnx_max_abs_diff"] < 1e-3
+        assert [m.step for m in c.get_metric_history(run.info.run_id, "train_loss")] == [1]
+        figures = {f.path for f in c.list_artifacts(run.info.run_id, "figures")}
+        assert "figures/learning_curves.png" in figures
+        assert mv.tags["data_hash"] == run.data.tags["data_hash"]
+        assert len(mv.tags["sha256.model.onnx"]) == 64 and len(mv.tags["sha256.spec.json"]) == 64
+
+
+def test_task_figures_are_logged(project: Settings) -> None:
+    c = modelstore.client(project)
+    classify = modelstore.by_alias(c, "classify", modelstore.CHALLENGER)
+    recommend = modelstore.by_alias(c, "recommend", modelstore.CHALLENGER)
+    assert {"figures/confusion_matrix.png", "figures/top_errors.png"} <= {f.path for f in c.list_artifacts(classify.run_id, "figures")}
+    assert "figures/predicted_vs_actual.png" in {f.path for f in c.list_artifacts(recommend.run_id, "figures")}
+
+
+def test_registered_model_loads_and_is_verified(project: Settings) -> None:
+    model = modelstore.load_alias(project, "recommend", modelstore.CHAMPION)
+    assert model.input_names == ["user", "movie"]
+    assert model.spec["task"] == "recommend" and "users" in model.spec["preprocess"]
+
+
+def test_a_tampered_artifact_is_refused(project: Settings, tmp_path) -> None:
+    c = modelstore.client(project)
+    mv = modelstore.by_alias(c, "classify", modelstore.CHAMPION)
+    folder = modelstore.download(project, c, mv)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in folder.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    (copy / "spec.json").write_text((copy / "spec.json").read_text().replace("classify", "classifx"))
+    from models.onnx_model import OnnxModel
+
+    with pytest.raises(ChecksumError, match="spec.json"):
+        OnnxModel.load(copy, modelstore.checksums(mv))
+
+
+def test_parity_failure_registers_nothing(project: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from models.export import ParityError
+    from pipelines import flows
+
+    def broken(*args, **kwargs):
+        raise ParityError("injected")
+
+    c = modelstore.client(project)
+    before = {v.version for v in c.search_model_versions("name='recommend'")}
+    challenger = modelstore.by_alias(c, "recommend", modelstore.CHALLENGER).version
+    monkeypatch.setattr(flows, "check_parity", broken)
+    with prefect_test_harness(server_startup_timeout=120), pytest.raises(ParityError):
+        flows.retrain("recommend", "tiny", progress=False)
+    assert {v.version for v in c.search_model_versions("name='recommend'")} == before
+    assert modelstore.by_alias(c, "recommend", modelstore.CHALLENGER).version == challenger
+    failed = c.search_runs([c.get_experiment_by_name(project.experiment).experiment_id], "attributes.status = 'FAILED'")
+    assert failed, "the MLflow run of a failed retrain is marked FAILED"
+
+
+def test_zoo_models_json_lists_champions(project: Settings) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "models", "--json"], capture_output=True, text=True, check=True)
+    rows = {row["task"]: row for row in json.loads(proc.stdout)}
+    assert {"classify", "recommend"} <= set(rows)
+    champ = rows["recommend"]["champion"]
+    assert champ["version"] and "mse" in champ["metrics"] and "baseline_mse" in champ["metrics"]
+    assert champ["data_hash"] and champ["created"]
+
+
+def test_promote_unknown_version_is_a_clear_error(project: Settings) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "promote", "recommend", "999"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_unknown_task_is_a_clear_error(project: Settings) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "unknown task 'nope'" in proc.stderr and "Traceback" not in proc.stderr

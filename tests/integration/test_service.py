@@ -1,0 +1,161 @@
+"""A real ``bentoml serve`` subprocess, called with BentoML's own client and plain HTTP."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import bentoml
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.settings import Settings
+from pipelines.serving import running_server
+
+pytestmark = pytest.mark.slow
+BODY_CAP = 300_000
+
+
+@pytest.fixture(scope="module")
+def server(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("logs") / "serve.log"
+    with running_server(project, log=log, extra_env={"ZOO_MAX_BODY_BYTES": str(BODY_CAP), "ZOO_MAX_IMAGE_PIXELS": "4000000"}) as url:
+        try:
+            with bentoml.SyncHTTPClient(url, server_ready_timeout=180):
+                pass
+        except Exception:
+            print(log.read_text()[-5000:])
+            raise
+        yield url
+
+
+@pytest.fixture()
+def client(server: str) -> Iterator[bentoml.SyncHTTPClient]:
+    with bentoml.SyncHTTPClient(server) as c:
+        yield c
+
+
+def png_bytes(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_classify_with_bentoml_client(client: bentoml.SyncHTTPClient, mirror: Path) -> None:
+    image = sorted((mirror / "mnist_tiny" / "valid" / "7").glob("*.png"))[0]
+    result = client.classify(image=image, k=2)
+    assert result["model_version"]
+    labels = [p["label"] for p in result["predictions"]]
+    assert sorted(labels) == ["3", "7"]
+    assert abs(sum(p["probability"] for p in result["predictions"]) - 1) < 1e-4
+
+
+def test_classify_k_is_capped_by_the_classes(client: bentoml.SyncHTTPClient, mirror: Path) -> None:
+    image = sorted((mirror / "mnist_tiny" / "valid" / "3").glob("*.png"))[0]
+    assert len(client.classify(image=image, k=50)["predictions"]) == 2
+
+
+def test_recommend_and_rate(client: bentoml.SyncHTTPClient) -> None:
+    rec = client.recommend(user_id=100, k=3)
+    assert rec["known_user"] is True and rec["popular"] is False
+    assert len(rec["movies"]) == 3
+    scores = [m["rating"] for m in rec["movies"]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 5.5 for s in scores)
+    unknown = client.recommend(user_id=424242, k=4)
+    assert unknown["known_user"] is False and unknown["popular"] is True and len(unknown["movies"]) == 4
+    rated = client.rate(user_ids=[100, 424242], movie_ids=[1000, 1001])
+    assert [r["known_user"] for r in rated["ratings"]] == [True, False]
+
+
+def test_plain_http_carries_the_model_version(server: str) -> None:
+    r = httpx.post(f"{server}/recommend", json={"user_id": 100, "k": 2})
+    assert r.status_code == 200
+    assert r.headers["x-model-version"] == r.json()["model_version"]
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        ({"user_id": "abc"}, None),
+        ({"user_id": 1.5}, None),
+        ({"user_id": 100, "k": 0}, None),
+        ({"user_id": 100, "k": 1000}, None),
+        ({}, None),
+    ],
+)
+def test_recommend_bad_input_is_400(server: str, payload: dict, reason: str | None) -> None:
+    r = httpx.post(f"{server}/recommend", json=payload)
+    assert r.status_code == 400, r.text
+    assert "error" in r.text and "x-model-version" in r.headers
+
+
+@pytest.mark.parametrize(
+    "payload, status, reason",
+    [
+        ({"user_ids": [1, 2], "movie_ids": [1]}, 400, "length_mismatch"),
+        ({"user_ids": [], "movie_ids": []}, 400, "empty"),
+        ({"user_ids": ["x"], "movie_ids": [1]}, 400, None),
+        ({"user_ids": list(range(10_001)), "movie_ids": list(range(10_001))}, 413, "too_many"),
+    ],
+)
+def test_rate_bad_input(server: str, payload: dict, status: int, reason: str | None) -> None:
+    r = httpx.post(f"{server}/rate", json=payload)
+    assert r.status_code == status, r.text
+    if reason:
+        assert r.json()["reason"] == reason and r.json()["error"]
+
+
+def test_not_an_image_is_400(server: str) -> None:
+    r = httpx.post(f"{server}/classify", files={"image": ("x.png", b"this is not a png", "image/png")})
+    assert r.status_code == 400, r.text
+    assert r.json()["reason"] == "not_an_image"
+
+
+def test_pixel_bomb_is_413(server: str) -> None:
+    r = httpx.post(f"{server}/classify", files={"image": ("bomb.png", png_bytes(3000, 2000), "image/png")})
+    assert r.status_code == 413, r.text
+    assert r.json()["reason"] == "too_many_pixels"
+
+
+def test_body_over_the_cap_is_413(server: str) -> None:
+    noise = np.random.default_rng(0).integers(0, 255, size=(400, 400, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    assert len(buf.getvalue()) > BODY_CAP
+    r = httpx.post(f"{server}/classify", files={"image": ("big.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 413, r.text
+
+
+def test_client_sees_a_clear_error(client: bentoml.SyncHTTPClient, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    with pytest.raises(bentoml.exceptions.BentoMLException) as info:
+        client.classify(image=bad)
+    assert "not a decodable image" in str(info.value)
+
+
+def test_health_and_metrics(server: str) -> None:
+    assert httpx.get(f"{server}/livez").status_code == 200
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    httpx.post(f"{server}/recommend", json={"user_id": 100, "k": 1})
+    httpx.post(f"{server}/rate", json={"user_ids": [1], "movie_ids": []})
+    text = httpx.get(f"{server}/metrics").text
+    assert 'zoo_model_version{task="recommend"}' in text
+    assert 'zoo_predictions_total{model_version="' in text
+    assert 'zoo_input_rejections_total{reason="length_mismatch",task="recommend"}' in text
+    assert "bentoml_service_request_total" in text
+
+
+def test_not_ready_without_a_champion(tmp_path: Path, mirror: Path, project: Settings) -> None:
+    empty = Settings.from_env({"ZOO_HOME": str(tmp_path / "empty"), "ZOO_PROJECT_ROOT": str(project.project_root)})
+    env = {"ZOO_HOME": str(empty.home), "MLFLOW_TRACKING_URI": empty.tracking_uri, "MLFLOW_REGISTRY_URI": empty.registry_uri}
+    with running_server(empty, extra_env=env) as url:
+        with pytest.raises(Exception):
+            with bentoml.SyncHTTPClient(url, server_ready_timeout=25):
+                pass
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        r = httpx.post(f"{url}/recommend", json={"user_id": 1})
+        assert r.status_code == 503 and "no task has a champion" in r.json()["error"]

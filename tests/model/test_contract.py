@@ -1,0 +1,116 @@
+"""Contract tests, parametrized over every registered task (timm style), on fake data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.export import check_parity, export_onnx
+from models.registry import get_task, task_names
+from models.task import Dataset
+from models.training import fit, loader, predict
+
+
+@pytest.fixture(scope="module")
+def datasets(mirror: Path) -> dict[str, Dataset]:
+    return {name: get_task(name).load(mirror, get_task(name).config("tiny")) for name in task_names()}
+
+
+def batch_of(data: Dataset, n: int = 8) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    return tuple(torch.from_numpy(np.array(a[:n])) for a in data.train_x), torch.from_numpy(np.array(data.train_y[:n]))
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_spec_is_json_and_matches_the_inputs(name: str, datasets: dict[str, Dataset]) -> None:
+    task, data = get_task(name), datasets[name]
+    spec = json.loads(json.dumps(task.describe(data.spec)))
+    assert spec["task"] == name and spec["metric"] == task.metric_name
+    assert len(spec["inputs"]) == len(data.train_x)
+    for tensor, array in zip(task.inputs(data.spec), data.train_x):
+        assert tensor.shape[0] == "batch"
+        assert array.dtype == np.dtype(tensor.dtype)
+        assert list(array.shape[1:]) == list(tensor.shape[1:])
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_forward_shape_matches_the_output_spec(name: str, datasets: dict[str, Dataset]) -> None:
+    task, data = get_task(name), datasets[name]
+    net = task.build(data.spec, task.config("tiny")).eval()
+    x, _ = batch_of(data, 5)
+    out = net(*x)
+    (spec,) = task.outputs(data.spec)
+    assert out.shape[0] == 5 and list(out.shape[1:]) == list(spec.shape[1:])
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_every_parameter_gets_a_gradient(name: str, datasets: dict[str, Dataset]) -> None:
+    task, data = get_task(name), datasets[name]
+    torch.manual_seed(0)
+    net = task.build(data.spec, task.config("tiny")).train()
+    x, y = batch_of(data, 16)
+    task.loss(net(*x), y).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_overfitting_one_batch_lowers_the_loss(name: str, datasets: dict[str, Dataset]) -> None:
+    task, data = get_task(name), datasets[name]
+    torch.manual_seed(0)
+    net = task.build(data.spec, task.config("tiny")).train()
+    x, y = batch_of(data, 8)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    first = None
+    for _ in range(40):
+        opt.zero_grad()
+        loss = task.loss(net(*x), y)
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first, (first, loss.item())
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_seeded_runs_are_identical(name: str, datasets: dict[str, Dataset]) -> None:
+    task, data = get_task(name), datasets[name]
+    cfg = task.config("tiny", epochs=1)
+    a = fit(task, data, cfg, progress=False)
+    b = fit(task, data, cfg, progress=False)
+    assert np.array_equal(a.valid_output, b.valid_output)
+    assert a.history == b.history
+    assert a.history and f"val_{task.metric_name}" in a.history[-1]
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_onnx_matches_torch_at_other_batch_sizes(name: str, datasets: dict[str, Dataset], tmp_path: Path) -> None:
+    task, data = get_task(name), datasets[name]
+    torch.manual_seed(0)
+    net = task.build(data.spec, task.config("tiny")).eval()
+    path = export_onnx(task, net, data.spec, data.train_x, tmp_path / "m.onnx")
+    names = [t.name for t in task.inputs(data.spec)]
+    result = check_parity(net, path, names, tuple(a[:13] for a in data.valid_x))
+    assert result.max_abs_diff < 1e-4 and result.checked == 13
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_metric_and_baseline_are_on_the_same_split(name: str, datasets: dict[str, Dataset]) -> None:
+    task, data = get_task(name), datasets[name]
+    base = task.baseline(data)
+    assert np.isfinite(base)
+    # A network that always outputs the same thing scores like a trivial baseline, not better.
+    net = task.build(data.spec, task.config("tiny"))
+    out = predict(net, data.valid_x)
+    assert out.shape[0] == len(data.valid_y)
+    assert np.isfinite(task.metric(out, data.valid_y))
+
+
+def test_loader_yields_inputs_then_target(datasets: dict[str, Dataset]) -> None:
+    data = datasets["recommend"]
+    dl = loader(data.train_x, data.train_y, batch_size=4, shuffle=False, seed=0)
+    users, movies, ratings = next(iter(dl))
+    assert users.dtype == torch.int64 and ratings.shape == (4,)
