@@ -110,25 +110,24 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("task", "alias", "version", "metric", "baseline", "data hash", "created")
+    table = Table("task", "champion", "challenger", "metric (champion)", "baseline", "data", "created")
     for row in rows:
-        for alias in ("champion", "challenger"):
-            v = row[alias]
-            if v is None:
-                table.add_row(row["task"], alias, "-", "", "", "", "")
-                continue
-            metric = next((k for k in v["metrics"] if not k.startswith(("baseline_", "onnx_"))), "")
-            value = v["metrics"].get(metric)
-            base = v["metrics"].get(f"baseline_{metric}")
-            table.add_row(
-                row["task"],
-                alias,
-                v["version"],
-                f"{metric} {value:.4f}" if value is not None else "",
-                f"{base:.4f}" if base is not None else "",
-                (v["data_hash"] or "")[:12],
-                v["created"],
-            )
+        champ, chall = row["champion"], row["challenger"]
+        shown = champ or chall
+        metric = value = base = None
+        if shown is not None:
+            metric = next((k for k in shown["metrics"] if not k.startswith(("baseline_", "onnx_"))), None)
+            value = shown["metrics"].get(metric) if metric else None
+            base = shown["metrics"].get(f"baseline_{metric}") if metric else None
+        table.add_row(
+            row["task"],
+            f"v{champ['version']}" if champ else "[dim]-[/]",
+            f"v{chall['version']}" if chall else "[dim]-[/]",
+            f"{metric} {value:.4f}" + ("" if champ else " [dim](challenger)[/]") if value is not None else "",
+            f"{base:.4f}" if base is not None else "",
+            (shown["data_hash"] or "")[:8] if shown else "",
+            shown["created"].replace("T", " ")[:16] if shown else "",
+        )
     console.print(table)
 
 

@@ -50,3 +50,19 @@ def test_importing_the_services_does_no_io(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert not home.exists()
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_every_task_has_a_service_and_the_zoo_serves_it(name: str) -> None:
+    import importlib
+
+    from pipelines.serving import service_target
+    from services.base import collect
+    from services.zoo import Zoo
+
+    module, cls = service_target(name).split(":")
+    service = getattr(importlib.import_module(module), cls)
+    assert name in collect(service.inner, "runner_types")
+    assert name in collect(Zoo.inner, "runner_types")
+    assert set(service.apis) <= set(Zoo.apis)
+    assert service_target(None) == "services.zoo:Zoo"
