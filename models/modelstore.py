@@ -44,11 +44,11 @@ def checksums(version: ModelVersion) -> dict[str, str]:
     return {name: version.tags.get(SHA_TAG.format(name), "") for name in ARTIFACT_PATHS}
 
 
-def download(settings: Settings, c: MlflowClient, version: ModelVersion) -> Path:
-    """Download the artifacts of ``version`` into the cache (atomically) and return the folder."""
+def download(settings: Settings, c: MlflowClient, version: ModelVersion, root: Path | None = None) -> Path:
+    """Download the artifacts of ``version`` under ``root`` (default: the cache), atomically."""
     import mlflow.artifacts
 
-    dest = settings.cache / "models" / version.name / str(version.version)
+    dest = (root or settings.cache / "models") / version.name / str(version.version)
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +69,7 @@ def download(settings: Settings, c: MlflowClient, version: ModelVersion) -> Path
 def load_version(settings: Settings, task: str, version: str | int) -> OnnxModel:
     """Download, verify and open one registered version of ``task``."""
     c = client(settings)
-    mv = c.get_model_version(task, str(version))
-    folder = download(settings, c, mv)
-    return OnnxModel.load(folder, checksums(mv), version=str(mv.version))
+    return open_version(settings, c, c.get_model_version(task, str(version)))
 
 
 def load_alias(settings: Settings, task: str, alias: str = CHAMPION) -> OnnxModel:
@@ -80,5 +78,38 @@ def load_alias(settings: Settings, task: str, alias: str = CHAMPION) -> OnnxMode
     mv = by_alias(c, task, alias)
     if mv is None:
         raise LookupError(f"task {task!r} has no {alias!r} version in the registry at {settings.registry_uri}")
-    folder = download(settings, c, mv)
-    return OnnxModel.load(folder, checksums(mv), version=str(mv.version))
+    return open_version(settings, c, mv)
+
+
+def registered_name(task: str) -> str:
+    """The registered model a service follows: ``ZOO_SERVE_MODEL_PREFIX`` + task (``prod.`` in production)."""
+    import os
+
+    return os.environ.get("ZOO_SERVE_MODEL_PREFIX", "") + task
+
+
+def open_version(settings: Settings, c: MlflowClient, version: ModelVersion) -> OnnxModel:
+    """Download (or reuse the cached copy of) ``version``, verify it, open it."""
+    folder = download(settings, c, version)
+    return OnnxModel.load(folder, checksums(version), version=str(version.version))
+
+
+def remember(settings: Settings, version: ModelVersion) -> None:
+    """Record ``version`` as the last verified champion, for a cold start with the registry down."""
+    import json
+
+    path = settings.cache / "models" / version.name / "champion.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"version": str(version.version), "checksums": checksums(version)}))
+    tmp.replace(path)
+
+
+def load_remembered(settings: Settings, name: str) -> OnnxModel:
+    """The last verified champion from the local cache, checked against its recorded sha256."""
+    import json
+
+    path = settings.cache / "models" / name / "champion.json"
+    if not path.is_file():
+        raise LookupError(f"no cached champion for {name} under {path.parent}")
+    meta = json.loads(path.read_text())
+    return OnnxModel.load(path.parent / meta["version"], meta["checksums"], version=meta["version"])

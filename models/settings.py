@@ -80,6 +80,7 @@ class Settings:
             "TORCHINDUCTOR_CACHE_DIR": str(self.cache / "torchinductor"),
             "BENTOML_DO_NOT_TRACK": "True",
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "DO_NOT_TRACK": "1",
         }
 

@@ -46,6 +46,18 @@ class TrainConfig:
     """Use at most this many training and validation examples (tiny configs)."""
 
 
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """What ``zoo promote`` demands of a candidate version of a task."""
+
+    tolerance: float = 0.0
+    """How much worse than the champion's validation metric the candidate may be."""
+    latency_budget_ms: float = 100.0
+    """p95 latency budget at batch 1 on the reference input, ONNX Runtime on this machine."""
+    max_abs_diff: float = 1e-3
+    """The largest ONNX-vs-PyTorch difference the export's parity check may have logged."""
+
+
 @dataclass
 class Dataset:
     """Preprocessed arrays for one split of a task, plus the fitted spec."""
@@ -83,6 +95,7 @@ class Task(ABC):
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
     configs: ClassVar[dict[str, dict[str, Any]]]
     """Named configs, at least ``demo`` and ``tiny``: overrides of ``config_class``."""
+    promotion: ClassVar[PromotionPolicy] = PromotionPolicy()
 
     def config(self, name: str = "demo", **overrides: Any) -> TrainConfig:
         """Build a named config, with optional field overrides."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,13 @@ def fit(
         deterministic=True,
         default_root_dir=checkpoint_dir,
     )
-    trainer.fit(lit, train, valid)
+    chatter = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = chatter.level
+    chatter.setLevel(logging.WARNING)  # hardware banners and a product tip on every fit
+    try:
+        trainer.fit(lit, train, valid)
+    finally:
+        chatter.setLevel(level)
     task.finalize(net, data)
     output = predict(net, data.valid_x)
     return FitResult(net.eval(), history.rows, output, task.metric(output, data.valid_y))

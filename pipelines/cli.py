@@ -38,8 +38,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from models.onnx_model import ChecksumError
     from models.registry import UnknownTask
     from pipelines.ingest import IngestError
+    from pipelines.promotion import PromotionBlocked
 
-    return (IngestError, UnknownTask, LookupError, MlflowException, ParityError, ChecksumError, FileNotFoundError, ValueError)
+    return (IngestError, UnknownTask, LookupError, MlflowException, ParityError, ChecksumError, FileNotFoundError, ValueError, OSError, PromotionBlocked)
 
 
 @data_app.command("ingest")
@@ -110,37 +111,99 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("task", "champion", "challenger", "metric (champion)", "baseline", "data", "created")
+    table = Table("task", "champion", "challenger", "metric", "baseline", "data", "created")
+
+    def metric_of(v: dict[str, Any] | None) -> tuple[str, float | None, float | None]:
+        if v is None:
+            return "", None, None
+        name = next((k for k in v["metrics"] if not k.startswith(("baseline_", "onnx_"))), "")
+        return name, v["metrics"].get(name), v["metrics"].get(f"baseline_{name}")
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
     for row in rows:
         champ, chall = row["champion"], row["challenger"]
+        name, c_val, c_base = metric_of(champ)
+        name2, n_val, n_base = metric_of(chall)
         shown = champ or chall
-        metric = value = base = None
-        if shown is not None:
-            metric = next((k for k in shown["metrics"] if not k.startswith(("baseline_", "onnx_"))), None)
-            value = shown["metrics"].get(metric) if metric else None
-            base = shown["metrics"].get(f"baseline_{metric}") if metric else None
         table.add_row(
             row["task"],
             f"v{champ['version']}" if champ else "[dim]-[/]",
             f"v{chall['version']}" if chall else "[dim]-[/]",
-            f"{metric} {value:.4f}" + ("" if champ else " [dim](challenger)[/]") if value is not None else "",
-            f"{base:.4f}" if base is not None else "",
+            f"{name or name2} {fmt(c_val)} / {fmt(n_val)}" if shown else "",
+            fmt(c_base if champ else n_base) if shown else "",
             (shown["data_hash"] or "")[:8] if shown else "",
             shown["created"].replace("T", " ")[:16] if shown else "",
         )
+    table.caption = "metric: champion / challenger on their validation splits; baseline: the champion's run"
     console.print(table)
 
 
-@app.command()
-def promote(task: str, version: str) -> None:
-    """Point TASK's champion alias at VERSION (services pick it up on their next load)."""
-    from pipelines.tracking import promote as do_promote
+def _gate_table(gates: list[Any]) -> Table:
+    table = Table("gate", "result", "detail", title="promotion gates")
+    for g in gates:
+        table.add_row(g.name, "[green]pass[/]" if g.passed else "[red]FAIL[/]", g.detail)
+    return table
 
+
+@app.command()
+def promote(
+    task: str,
+    version: str,
+    reason: Annotated[str, typer.Option(help="Why; recorded on the version and in the audit log.")] = "",
+    force: Annotated[bool, typer.Option(help="Promote even when gates fail (needs --reason; recorded).")] = False,
+    allow_signature_change: Annotated[bool, typer.Option(help="Declare that the inputs/outputs change.")] = False,
+    to: Annotated[str, typer.Option(help="dev, or prod: copy into the production registry and promote there.")] = "dev",
+) -> None:
+    """Move TASK's champion alias to VERSION when it passes the gates; services follow within seconds."""
+    from pipelines.promotion import PromotionBlocked
+    from pipelines.promotion import promote as do_promote
+
+    if not reason.strip():
+        raise _fail("give a --reason; it is recorded with the promotion")
     try:
-        previous = do_promote(_settings(), task, version)
+        record, gates = do_promote(_settings(), task, version, reason, force=force, allow_signature_change=allow_signature_change, to=to)
+    except PromotionBlocked as exc:
+        console.print(_gate_table(exc.gates))
+        raise _fail("promotion blocked; the champion is unchanged (fix the version, or --force with a --reason)") from None
     except _known_errors() as exc:
         raise _fail(str(exc)) from None
-    console.print(f"{task}: champion -> version {version} (was {previous or 'none'})")
+    console.print(_gate_table(gates))
+    forced = " [yellow](forced past failing gates)[/]" if record.forced else ""
+    console.print(f"{task}: {record.registry} champion -> version {record.version} (was {record.previous or 'none'}){forced}")
+
+
+@app.command()
+def rollback(
+    task: str,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit log.")] = "rollback",
+) -> None:
+    """Point TASK's champion back at the previous champion."""
+    from pipelines.promotion import rollback as do_rollback
+
+    try:
+        record = do_rollback(_settings(), task, reason)
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"{task}: champion -> version {record.version} (was {record.previous})")
+
+
+@app.command()
+def history(task: str, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Every promotion and rollback of TASK: who, when, why, gates."""
+    from pipelines.promotion import history as read_history
+
+    rows = read_history(_settings(), task)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("when (UTC)", "action", "version", "previous", "registry", "who", "forced", "reason", "gates")
+    for r in rows:
+        failed = [g["name"] for g in r["gates"] if not g["passed"]]
+        gates = ("failed: " + ", ".join(failed)) if failed else ("all passed" if r["gates"] else "-")
+        table.add_row(r["at"], r["action"], r["version"], r["previous"] or "-", r["registry"], r["operator"], "yes" if r["forced"] else "", r["reason"], gates)
+    console.print(table if rows else f"no promotions recorded for {task}")
 
 
 @app.command()

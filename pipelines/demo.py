@@ -14,7 +14,7 @@ from rich.table import Table
 
 from models.registry import task_names
 from models.settings import Settings
-from pipelines import ingest, tracking
+from pipelines import ingest, promotion
 from pipelines.serving import running_server
 
 Query = Callable[[Any, Path], list[tuple[str, dict[str, Any], Any]]]
@@ -74,7 +74,8 @@ def run_demo(settings: Settings, config: str, console: Console) -> None:
             r = results[-1]
             console.print(f"{task} v{r.version}: {r.metric_name} {r.metric:.4f}, baseline {r.baseline:.4f}")
         with step(f"promote {task}"):
-            tracking.promote(settings, task, results[-1].version)
+            record, gates = promotion.promote(settings, task, results[-1].version, reason="make demo", force=False)
+            console.print(", ".join(f"{g.name} {'ok' if g.passed else 'FAIL'}" for g in gates) + f"; champion v{record.version}")
     log = settings.home / "logs" / "demo-serve.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with step("serve and query"):

@@ -106,15 +106,6 @@ def _stored_checksums(settings: Settings, location: str) -> dict[str, str]:
         return out
 
 
-def promote(settings: Settings, task: str, version: str) -> str | None:
-    """Point ``champion`` at ``version``; returns the previous champion's version."""
-    c = modelstore.client(settings)
-    c.get_model_version(task, version)  # raises when the version does not exist
-    previous = modelstore.by_alias(c, task, CHAMPION)
-    c.set_registered_model_alias(task, CHAMPION, version)
-    return None if previous is None else str(previous.version)
-
-
 def describe_version(c: MlflowClient, version: Any) -> dict[str, Any] | None:
     """A JSON-friendly view of one model version, with its run's final metrics."""
     if version is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -36,6 +37,14 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+class RegistryUnavailable(RuntimeError):
+    """The model registry could not be read."""
+
+
+def _cached(settings: Settings, task: str) -> bool:
+    return (settings.cache / "models" / modelstore.registered_name(task) / "champion.json").is_file()
+
+
 class TaskRunner:
     """One loaded model version of one task, with its batcher."""
 
@@ -64,32 +73,45 @@ class TaskRunner:
 
 
 class ZooService:
-    """Mixin for BentoML service classes: loads each served task's champion at start."""
+    """Mixin for BentoML service classes: serves each task's champion and follows the alias.
+
+    A background thread re-reads the ``champion`` alias every ``ZOO_POLL_SECONDS``.
+    A new version is downloaded, checked against its sha256, warmed and checked
+    for a compatible spec before it replaces the old one in a single assignment:
+    requests already running finish on the old model. A version that fails any
+    step is not loaded and the old one keeps serving. With the registry down the
+    service keeps what it has and retries with backoff; starting with it down, it
+    loads the last verified champion from ``ZOO_HOME``'s cache.
+    """
 
     served: ClassVar[tuple[str, ...] | None] = None
     """Tasks this service serves; ``None``: ``ZOO_TASKS``, else every task with a champion."""
 
     def __init__(self) -> None:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.settings = Settings.from_env()
         self.settings.apply()
         self.runners: dict[str, TaskRunner] = {}
         self.problems: dict[str, str] = {}
-        metrics = zoo_metrics()
         self.runner_types: dict[str, type[TaskRunner]] = collect(type(self), "runner_types")
-        for task in self._wanted():
+        self.poll_seconds = float(os.environ.get("ZOO_POLL_SECONDS", "5"))
+        self._failed: dict[str, str] = {}
+        try:
+            self.tasks = self._wanted()
+        except Exception as exc:  # registry down at start: serve what the cache has
+            log.error("registry unreachable at start (%s); using cached champions", exc)
+            self.tasks = [t for t in self.runner_types if _cached(self.settings, t)]
+        for task in self.tasks:
             try:
-                model = modelstore.load_alias(self.settings, task)
-                self.runners[task] = self.runner_types[task](model)
-                metrics.model_version.labels(task).set(float(model.version))
-                LOADED_VERSIONS[task] = model.version
-                log.info("serving %s version %s", task, model.version)
-            except Exception as exc:  # the service stays up and says why it is not ready
-                self.problems[task] = f"{type(exc).__name__}: {exc}"
-                metrics.load_failures.labels(task).inc()
-                log.error("cannot load %s: %s", task, self.problems[task])
-        if not self.runners and not self.problems:
+                self.refresh(task)
+            except RegistryUnavailable as exc:
+                self._load_cached(task, exc)
+        if not self.tasks:
             self.problems["*"] = f"no task has a champion in the registry at {self.settings.registry_uri}"
             log.error(self.problems["*"])
+        self._stop = threading.Event()
+        threading.Thread(target=self._follow, name="zoo-registry-poll", daemon=True).start()
 
     def _wanted(self) -> list[str]:
         if self.served is not None:
@@ -98,7 +120,78 @@ class ZooService:
         if env:
             return [t.strip() for t in env.split(",") if t.strip() in self.runner_types]
         c = modelstore.client(self.settings)
-        return [t for t in self.runner_types if modelstore.by_alias(c, t, modelstore.CHAMPION) is not None]
+        return [t for t in self.runner_types if modelstore.by_alias(c, modelstore.registered_name(t), modelstore.CHAMPION)]
+
+    def _load_cached(self, task: str, why: Exception) -> None:
+        try:
+            model = modelstore.load_remembered(self.settings, modelstore.registered_name(task))
+        except Exception as exc:
+            self.problems[task] = f"registry unreachable ({why}) and no verified champion cached: {exc}"
+            log.error("cannot serve %s: %s", task, self.problems[task])
+            return
+        log.warning("registry unreachable (%s); serving cached %s version %s", why, task, model.version)
+        self._install(task, model)
+
+    def refresh(self, task: str) -> bool:
+        """Load the champion of ``task`` if it changed; returns whether a new version was installed.
+
+        Raises :class:`RegistryUnavailable` when the registry cannot be read.
+        """
+        name = modelstore.registered_name(task)
+        try:
+            c = modelstore.client(self.settings)
+            mv = modelstore.by_alias(c, name, modelstore.CHAMPION)
+        except Exception as exc:
+            zoo_metrics().registry_errors.labels(task).inc()
+            raise RegistryUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if mv is None:
+            if task not in self.runners:
+                self.problems[task] = f"{name} has no champion in the registry at {self.settings.registry_uri}"
+            return False
+        version = str(mv.version)
+        current = self.runners.get(task)
+        if current is not None and current.version == version:
+            return False
+        if self._failed.get(task) == version:
+            return False  # refused before; wait for the alias to move
+        try:
+            model = modelstore.open_version(self.settings, c, mv)
+            model.warm()
+            if current is not None and not model.compatible_with(current.model):
+                raise ValueError(f"version {version} takes different inputs than version {current.version}")
+        except Exception as exc:
+            self._failed[task] = version
+            zoo_metrics().load_failures.labels(task).inc()
+            log.error("not loading %s version %s: %s: %s", task, version, type(exc).__name__, exc)
+            if current is None:
+                self.problems[task] = f"version {version} could not be loaded: {exc}"
+            return False
+        self._install(task, model)
+        modelstore.remember(self.settings, mv)
+        return True
+
+    def _install(self, task: str, model: OnnxModel) -> None:
+        self.runners[task] = self.runner_types[task](model)  # the swap: one assignment
+        self.problems.pop(task, None)
+        self._failed.pop(task, None)
+        LOADED_VERSIONS[task] = model.version
+        zoo_metrics().model_version.labels(task).set(float(model.version))
+        log.info("serving %s version %s", task, model.version)
+
+    def _follow(self) -> None:
+        delay = self.poll_seconds
+        while not self._stop.wait(delay):
+            healthy = True
+            for task in self.tasks:
+                try:
+                    self.refresh(task)
+                except RegistryUnavailable as exc:
+                    healthy = False
+                    log.warning("registry unreachable, keeping %s version %s: %s", task, LOADED_VERSIONS.get(task), exc)
+                except Exception:  # never let the poller die
+                    healthy = False
+                    log.exception("polling the registry for %s failed", task)
+            delay = self.poll_seconds if healthy else min(max(delay, self.poll_seconds) * 2, 60.0)
 
     def __is_ready__(self) -> bool:
         return bool(self.runners) and not self.problems

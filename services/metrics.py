@@ -14,6 +14,7 @@ class ZooMetrics:
     model_version: Gauge
     rejections: Counter
     load_failures: Counter
+    registry_errors: Counter
     batch_size: Histogram
 
 
@@ -24,6 +25,7 @@ def zoo_metrics() -> ZooMetrics:
         predictions=Counter("zoo_predictions", "Predictions served (items, not requests)", ["task", "model_version"]),
         model_version=Gauge("zoo_model_version", "Registry version of the loaded model", ["task"], multiprocess_mode="livemax"),
         rejections=Counter("zoo_input_rejections", "Requests refused for bad input", ["task", "reason"]),
-        load_failures=Counter("zoo_model_load_failures", "Failed attempts to load a model version", ["task"]),
+        load_failures=Counter("zoo_model_load_failures", "Model versions refused: download, sha256, warm-up or spec check failed", ["task"]),
+        registry_errors=Counter("zoo_registry_errors", "Failed reads of the model registry", ["task"]),
         batch_size=Histogram("zoo_batch_size", "Requests per model batch", ["task"], buckets=(1, 2, 4, 8, 16, 32, 64)),
     )

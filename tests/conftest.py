@@ -53,24 +53,30 @@ def make_project(root: Path, mirror: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def project(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Iterator[Settings]:
-    """A session-wide throw-away project: data ingested, both tasks trained (tiny) and promoted."""
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server (Prefect's test harness) for every flow run of the session."""
     from prefect.testing.utilities import prefect_test_harness
 
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harness: None) -> Iterator[Settings]:
+    """A session-wide throw-away project: data ingested, both tasks trained (tiny) and promoted."""
     env = make_project(tmp_path_factory.mktemp("project"), mirror)
     saved = {k: os.environ.get(k) for k in ENV_KEYS}
     os.environ.update(env)
     settings = Settings.from_env()
     settings.apply()
     try:
-        from pipelines import ingest, tracking
+        from pipelines import ingest, promotion
         from pipelines.flows import retrain
 
         ingest.ingest(settings)
-        with prefect_test_harness(server_startup_timeout=120):
-            for task in ("classify", "recommend"):
-                result = retrain(task, "tiny", progress=False)
-                tracking.promote(settings, task, result.version)
+        for task in ("classify", "recommend"):
+            result = retrain(task, "tiny", progress=False)
+            promotion.promote(settings, task, result.version, reason="test fixture")
         yield settings
     finally:
         for key, value in saved.items():

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from models.task import Dataset, Spec, Task, TensorSpec, TrainConfig
+from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
 from models.weights import load_weights
 
 PETS_NAME = re.compile(r"^(.+)_\d+\.jpg$")
@@ -85,6 +85,7 @@ class Classify(Task):
     metric_name = "accuracy"
     higher_is_better = True
     config_class = ClassifyConfig
+    promotion = PromotionPolicy(tolerance=0.005, latency_budget_ms=50.0)
     configs = {
         "demo": {"epochs": 5, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.01},
         "tiny": {"epochs": 1, "batch_size": 16, "lr": 3e-3, "limit": 48},

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.task import Dataset, Spec, Task, TensorSpec, TrainConfig
+from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ class Recommend(Task):
     metric_name = "mse"
     higher_is_better = False
     config_class = RecommendConfig
+    promotion = PromotionPolicy(tolerance=0.01, latency_budget_ms=10.0)
     configs = {
         "demo": {"epochs": 5, "batch_size": 64, "lr": 5e-3, "weight_decay": 0.1},
         "tiny": {"epochs": 1, "batch_size": 64, "lr": 5e-3, "limit": 512, "n_factors": 8},

@@ -64,8 +64,6 @@ def test_a_tampered_artifact_is_refused(project: Settings, tmp_path) -> None:
 
 
 def test_parity_failure_registers_nothing(project: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
     from models.export import ParityError
     from pipelines import flows
 
@@ -76,7 +74,7 @@ def test_parity_failure_registers_nothing(project: Settings, monkeypatch: pytest
     before = {v.version for v in c.search_model_versions("name='recommend'")}
     challenger = modelstore.by_alias(c, "recommend", modelstore.CHALLENGER).version
     monkeypatch.setattr(flows, "check_parity", broken)
-    with prefect_test_harness(server_startup_timeout=120), pytest.raises(ParityError):
+    with pytest.raises(ParityError):
         flows.retrain("recommend", "tiny", progress=False)
     assert {v.version for v in c.search_model_versions("name='recommend'")} == before
     assert modelstore.by_alias(c, "recommend", modelstore.CHALLENGER).version == challenger
@@ -94,7 +92,7 @@ def test_zoo_models_json_lists_champions(project: Settings) -> None:
 
 
 def test_promote_unknown_version_is_a_clear_error(project: Settings) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "promote", "recommend", "999"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "promote", "recommend", "999", "--reason", "test"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
 

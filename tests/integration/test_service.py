@@ -154,7 +154,7 @@ def test_not_ready_without_a_champion(tmp_path: Path, mirror: Path, project: Set
     env = {"ZOO_HOME": str(empty.home), "MLFLOW_TRACKING_URI": empty.tracking_uri, "MLFLOW_REGISTRY_URI": empty.registry_uri}
     with running_server(empty, extra_env=env) as url:
         with pytest.raises(Exception):
-            with bentoml.SyncHTTPClient(url, server_ready_timeout=25):
+            with bentoml.SyncHTTPClient(url, server_ready_timeout=10):
                 pass
         assert httpx.get(f"{url}/readyz").status_code == 503
         r = httpx.post(f"{url}/recommend", json={"user_id": 1})

@@ -1,0 +1,160 @@
+"""Promotion gates, the audit trail, rollback and the production registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models import modelstore
+from models.modelstore import CHALLENGER, CHAMPION
+from models.settings import Settings
+from models.task import PromotionPolicy
+from pipelines import promotion
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def versions(project: Settings) -> Iterator[dict[str, str]]:
+    """A second recommend version (same config) and a classify version with another input size.
+
+    Restores the session project's aliases afterwards.
+    """
+    from pipelines.flows import retrain
+
+    c = modelstore.client(project)
+    saved = {(t, a): modelstore.by_alias(c, t, a) for t in ("classify", "recommend") for a in (CHAMPION, CHALLENGER)}
+    rec = retrain("recommend", "tiny", progress=False)
+    cls = retrain("classify", "tiny", overrides={"image_size": 32}, progress=False)
+    yield {
+        "recommend_old": str(saved[("recommend", CHAMPION)].version),
+        "recommend_new": rec.version,
+        "classify_old": str(saved[("classify", CHAMPION)].version),
+        "classify_32": cls.version,
+    }
+    for (task, alias), mv in saved.items():
+        c.set_registered_model_alias(task, alias, mv.version)
+
+
+def champion(settings: Settings, task: str) -> str:
+    return str(modelstore.by_alias(modelstore.client(settings), task, CHAMPION).version)
+
+
+def test_a_good_version_passes_every_gate(project: Settings, versions: dict[str, str]) -> None:
+    gates = promotion.check_gates(project, "recommend", versions["recommend_new"])
+    assert [g.name for g in gates] == ["metric", "integrity", "latency", "signature"]
+    assert all(g.passed for g in gates), gates
+
+
+@pytest.mark.parametrize(
+    "gate, policy",
+    [
+        ("metric", PromotionPolicy(tolerance=-10.0, latency_budget_ms=1000)),  # must beat the champion by 10
+        ("latency", PromotionPolicy(tolerance=0.01, latency_budget_ms=1e-6)),
+        ("integrity", PromotionPolicy(tolerance=0.01, latency_budget_ms=1000, max_abs_diff=-1.0)),
+    ],
+)
+def test_each_failing_gate_blocks_and_leaves_the_alias(project: Settings, versions: dict[str, str], gate: str, policy: PromotionPolicy) -> None:
+    before = champion(project, "recommend")
+    with pytest.raises(promotion.PromotionBlocked) as info:
+        promotion.promote(project, "recommend", versions["recommend_new"], "try", policy=policy)
+    failed = [g.name for g in info.value.gates if not g.passed]
+    assert failed == [gate]
+    assert champion(project, "recommend") == before
+
+
+def test_signature_change_must_be_declared(project: Settings, versions: dict[str, str]) -> None:
+    c = modelstore.client(project)
+    c.set_registered_model_alias("classify", CHAMPION, versions["classify_old"])
+    gates = promotion.check_gates(project, "classify", versions["classify_32"], PromotionPolicy(tolerance=1.0, latency_budget_ms=1000))
+    assert [g.name for g in gates if not g.passed] == ["signature"]
+    with pytest.raises(promotion.PromotionBlocked):
+        promotion.promote(project, "classify", versions["classify_32"], "bigger input", policy=PromotionPolicy(tolerance=1.0, latency_budget_ms=1000))
+    record, _ = promotion.promote(
+        project, "classify", versions["classify_32"], "bigger input", allow_signature_change=True, policy=PromotionPolicy(tolerance=1.0, latency_budget_ms=1000)
+    )
+    assert champion(project, "classify") == versions["classify_32"] and not record.forced
+    c.set_registered_model_alias("classify", CHAMPION, versions["classify_old"])
+
+
+def test_force_needs_a_reason_and_is_recorded(project: Settings, versions: dict[str, str]) -> None:
+    strict = PromotionPolicy(tolerance=0.01, latency_budget_ms=1e-6)
+    with pytest.raises(ValueError, match="reason"):
+        promotion.promote(project, "recommend", versions["recommend_new"], "  ", force=True, policy=strict)
+    record, gates = promotion.promote(project, "recommend", versions["recommend_new"], "hotfix, latency known", force=True, policy=strict)
+    assert record.forced and not all(g.passed for g in gates)
+    mv = modelstore.client(project).get_model_version("recommend", versions["recommend_new"])
+    assert mv.tags["zoo.promote.forced"] == "true" and mv.tags["zoo.promote.reason"] == "hotfix, latency known"
+    assert mv.tags[promotion.PREVIOUS_TAG] == versions["recommend_old"]
+    last = promotion.history(project, "recommend")[-1]
+    assert last["forced"] is True and last["version"] == versions["recommend_new"] and last["operator"]
+
+
+def test_rollback_returns_to_the_previous_champion(project: Settings, versions: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZOO_OPERATOR", "ops-alice")
+    promotion.promote(project, "recommend", versions["recommend_new"], "new data")
+    assert champion(project, "recommend") == versions["recommend_new"]
+    record = promotion.rollback(project, "recommend", "bad online metrics")
+    assert champion(project, "recommend") == versions["recommend_old"]
+    assert record.action == "rollback" and record.previous == versions["recommend_new"] and record.operator == "ops-alice"
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "history", "recommend", "--json"], capture_output=True, text=True, check=True)
+    rows = json.loads(proc.stdout)
+    assert [r["action"] for r in rows[-2:]] == ["promote", "rollback"]
+    assert rows[-1]["reason"] == "bad online metrics"
+
+
+def test_a_promotion_failing_halfway_leaves_the_aliases(project: Settings, versions: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    c = modelstore.client(project)
+    c.set_registered_model_alias("recommend", CHAMPION, versions["recommend_old"])
+    entries = len(promotion.history(project, "recommend"))
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(promotion, "_append", disk_full)
+    with pytest.raises(OSError):
+        promotion.promote(project, "recommend", versions["recommend_new"], "will fail")
+    assert champion(project, "recommend") == versions["recommend_old"]
+    assert len(promotion.history(project, "recommend")) == entries
+
+
+def test_corrupted_artifact_is_refused(project: Settings, versions: dict[str, str]) -> None:
+    c = modelstore.client(project)
+    mv = c.get_model_version("recommend", versions["recommend_new"])
+    stored = Path(c.get_model_version_download_uri("recommend", mv.version).removeprefix("file://")) / "model.onnx"
+    original = stored.read_bytes()
+    stored.write_bytes(original[:-8] + b"tampered")
+    try:
+        gates = promotion.check_gates(project, "recommend", mv.version)
+        integrity = next(g for g in gates if g.name == "integrity")
+        assert not integrity.passed and "sha256" in integrity.detail
+    finally:
+        stored.write_bytes(original)
+
+
+def test_promote_to_prod_in_the_same_registry(project: Settings, versions: dict[str, str]) -> None:
+    record, _ = promotion.promote(project, "recommend", versions["recommend_old"], "release", to="prod")
+    assert record.registry == "prod"
+    c = modelstore.client(project)
+    prod = modelstore.by_alias(c, "prod.recommend", CHAMPION)
+    assert prod is not None and str(prod.version) == record.version
+    assert prod.tags["sha256.model.onnx"] == c.get_model_version("recommend", versions["recommend_old"]).tags["sha256.model.onnx"]
+    model = modelstore.open_version(project, c, prod)
+    assert model.spec["task"] == "recommend"
+
+
+def test_promote_to_a_separate_prod_registry(project: Settings, versions: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'prod.db'}"
+    monkeypatch.setenv("ZOO_PROD_REGISTRY_URI", uri)
+    record, _ = promotion.promote(project, "recommend", versions["recommend_old"], "release", to="prod")
+    prod_settings = Settings.from_env({**dict(__import__("os").environ), "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri})
+    c = modelstore.client(prod_settings)
+    mv = modelstore.by_alias(c, "prod.recommend", CHAMPION)
+    assert mv is not None and str(mv.version) == record.version == "1"
+    model = modelstore.open_version(prod_settings, c, mv)
+    assert model.input_names == ["user", "movie"]
