@@ -8,7 +8,6 @@ from typing import Annotated
 
 import bentoml
 import numpy as np
-from bentoml.validators import ContentType
 from pydantic import BaseModel, Field
 
 from models.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
@@ -48,7 +47,7 @@ class ClassifyAPI:
     @bentoml.api(route="/classify")
     async def classify(
         self,
-        image: Annotated[Path, ContentType("image/*")],
+        image: Annotated[Path, Field(description="an image file: PNG, JPEG, GIF, BMP, TIFF, WebP, ...")],
         ctx: bentoml.Context,
         k: Annotated[int, Field(ge=1, le=100, description="how many classes to return")] = 5,
     ) -> ClassifyResult:

@@ -14,6 +14,11 @@ from models.tasks.recommend import IdMaps
 from services.base import TaskRunner, ZooService, env_int, service_options, with_middleware
 
 
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Field(strict=True, ge=0, le=MAX_ID)]
+"""A MovieLens id: a non-negative integer that fits the model's int64 inputs."""
+
+
 class MovieScore(BaseModel):
     movie_id: int
     rating: float
@@ -93,7 +98,7 @@ class RecommendAPI:
     @bentoml.api(route="/recommend")
     async def recommend(
         self,
-        user_id: Annotated[int, Field(strict=True, description="MovieLens user id")],
+        user_id: Annotated[int, Field(strict=True, ge=0, le=MAX_ID, description="MovieLens user id")],
         ctx: bentoml.Context,
         k: Annotated[int, Field(strict=True, ge=1, le=100, description="how many movies")] = 10,
     ) -> Recommendations:
@@ -106,8 +111,8 @@ class RecommendAPI:
     @bentoml.api(route="/rate")
     async def rate(
         self,
-        user_ids: Annotated[list[Annotated[int, Field(strict=True)]], Field(description="user ids, paired with movie_ids")],
-        movie_ids: Annotated[list[Annotated[int, Field(strict=True)]], Field(description="movie ids, same length as user_ids")],
+        user_ids: Annotated[list[Id], Field(description="user ids, paired with movie_ids")],
+        movie_ids: Annotated[list[Id], Field(description="movie ids, same length as user_ids")],
         ctx: bentoml.Context,
     ) -> Ratings:
         """Predicted ratings for (user, movie) pairs; unknown ids are flagged."""

@@ -84,6 +84,9 @@ def test_plain_http_carries_the_model_version(server: str) -> None:
         ({"user_id": 100, "k": 0}, None),
         ({"user_id": 100, "k": 1000}, None),
         ({}, None),
+        ({"user_id": 2**70}, None),
+        ({"user_id": -1}, None),
+        ({"user_id": True}, None),
     ],
 )
 def test_recommend_bad_input_is_400(server: str, payload: dict, reason: str | None) -> None:
@@ -98,6 +101,8 @@ def test_recommend_bad_input_is_400(server: str, payload: dict, reason: str | No
         ({"user_ids": [1, 2], "movie_ids": [1]}, 400, "length_mismatch"),
         ({"user_ids": [], "movie_ids": []}, 400, "empty"),
         ({"user_ids": ["x"], "movie_ids": [1]}, 400, None),
+        ({"user_ids": [2**64], "movie_ids": [1]}, 400, None),
+        ({"user_ids": [1, None], "movie_ids": [1, 2]}, 400, None),
         ({"user_ids": list(range(10_001)), "movie_ids": list(range(10_001))}, 413, "too_many"),
     ],
 )
@@ -112,6 +117,11 @@ def test_not_an_image_is_400(server: str) -> None:
     r = httpx.post(f"{server}/classify", files={"image": ("x.png", b"this is not a png", "image/png")})
     assert r.status_code == 400, r.text
     assert r.json()["reason"] == "not_an_image"
+
+
+def test_an_image_sent_as_octet_stream_is_accepted(server: str) -> None:
+    r = httpx.post(f"{server}/classify", files={"image": ("x.bin", png_bytes(20, 20), "application/octet-stream")})
+    assert r.status_code == 200, r.text
 
 
 def test_pixel_bomb_is_413(server: str) -> None:
