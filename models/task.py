@@ -104,6 +104,10 @@ class Task(ABC):
         return self.config_class(**{**self.configs[name], **overrides})
 
     @abstractmethod
+    def validate(self, data_dir: Path, config: TrainConfig) -> list[str]:
+        """Check the task's raw data against its declared schema; returns the problems found."""
+
+    @abstractmethod
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         """Read the task's data under ``data_dir``, split it, fit the spec, preprocess."""
 

@@ -18,6 +18,10 @@ from models.task import Dataset, Task, TrainConfig
 EpochListener = Callable[[dict[str, float]], None]
 
 
+class TrainingDiverged(ArithmeticError):
+    """The loss stopped being a finite number."""
+
+
 @dataclass
 class FitResult:
     net: nn.Module
@@ -42,6 +46,8 @@ class LitTask(L.LightningModule):
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         *x, y = batch
         loss = self.task.loss(self.net(*x), y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the training loss became {loss.item()} at step {self.global_step}; lower the learning rate")
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 

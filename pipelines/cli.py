@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Annotated, Any
@@ -37,10 +38,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from models.export import ParityError
     from models.onnx_model import ChecksumError
     from models.registry import UnknownTask
+    from pipelines.flows import DataValidationError
     from pipelines.ingest import IngestError
+    from models.training import TrainingDiverged
     from pipelines.promotion import PromotionBlocked
 
-    return (IngestError, UnknownTask, LookupError, MlflowException, ParityError, ChecksumError, FileNotFoundError, ValueError, OSError, PromotionBlocked)
+    return (IngestError, UnknownTask, LookupError, MlflowException, ParityError, ChecksumError, FileNotFoundError, ValueError, OSError, PromotionBlocked, DataValidationError, TrainingDiverged)
 
 
 @data_app.command("ingest")
@@ -77,8 +80,9 @@ def train(
     task: Annotated[str, typer.Argument(help="Task name, e.g. classify.")],
     config: Annotated[str, typer.Option(help="Named config: demo or tiny.")] = "demo",
     epochs: Annotated[int | None, typer.Option(help="Override the config's epochs.")] = None,
+    force: Annotated[bool, typer.Option(help="Train even when the data and code are unchanged.")] = False,
 ) -> None:
-    """Run the retrain flow for TASK: pull data, train, evaluate, export, register as challenger."""
+    """Run the retrain flow for TASK: pull data, validate, train, evaluate, export, register as challenger."""
     _settings()
     from models.registry import get_task
 
@@ -90,9 +94,12 @@ def train(
 
     overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
     try:
-        result = retrain(task, config, overrides)
+        result = retrain(task, config, overrides, force=force)
     except _known_errors() as exc:
         raise _fail(str(exc)) from None
+    if result.skipped:
+        console.print(f"[bold]{task}[/]: {result.message}; use --force to train anyway")
+        return
     console.print(
         f"[bold green]{task}[/] version {result.version} registered as challenger: "
         f"{result.metric_name} {result.metric:.4f} (baseline {result.baseline:.4f}), ONNX max |diff| {result.max_abs_diff:.2g}"
@@ -225,6 +232,58 @@ def serve(
         sys.exit(subprocess.call(cmd, env=serve_env(settings)))
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def schedule(
+    show: Annotated[bool, typer.Option("--list", help="Show each deployment, its schedule, next run and last run.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --list: print JSON.")] = False,
+    task: Annotated[list[str] | None, typer.Option(help="Only this task (repeatable).")] = None,
+    interval: Annotated[float | None, typer.Option(help="Run every N seconds instead of the cron (to try it out).")] = None,
+) -> None:
+    """Run scheduled retraining on Prefect (a local server under ZOO_HOME unless PREFECT_API_URL is set)."""
+    from pipelines import schedule as sched
+
+    settings = _settings()
+    if show:
+        url = sched.running_server_url(settings)
+        try:
+            if url is None:
+                with sched.prefect_server(settings) as temporary:
+                    rows = sched.list_deployments(temporary)
+            else:
+                rows = sched.list_deployments(url)
+        except (RuntimeError, OSError) as exc:
+            raise _fail(str(exc)) from None
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        table = Table("deployment", "schedule", "active", "next run (UTC)", "last run", "finished (UTC)")
+        for r in rows:
+            table.add_row(
+                r["deployment"],
+                r["schedule"],
+                "yes" if r["active"] else "[yellow]paused[/]",
+                (r["next_run"] or "-")[:19],
+                r["last_run_state"] or "-",
+                (r["last_run_at"] or "-")[:19],
+            )
+        console.print(table if rows else "no deployments yet: start `zoo schedule`")
+        return
+    try:
+        schedules = sched.load_schedules()
+        for name in task or []:
+            if name not in schedules:
+                raise ValueError(f"no schedule for {name!r}; scheduled tasks: {', '.join(schedules)}")
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+    where = os.environ.get("PREFECT_API_URL") or "a local Prefect server under ZOO_HOME"
+    console.print(f"scheduling {', '.join(task or schedules)} on {where}; Ctrl-C stops (schedules stay active)")
+    try:
+        sched.serve(settings, task, interval)
+    except KeyboardInterrupt:
+        pass
+    console.print("scheduler stopped")
 
 
 @app.command()

@@ -72,7 +72,10 @@ def run_demo(settings: Settings, config: str, console: Console) -> None:
         with step(f"train {task} ({config})"):
             results.append(retrain(task, config))
             r = results[-1]
-            console.print(f"{task} v{r.version}: {r.metric_name} {r.metric:.4f}, baseline {r.baseline:.4f}")
+            if r.skipped:
+                console.print(f"{task}: {r.message}")
+            else:
+                console.print(f"{task} v{r.version}: {r.metric_name} {r.metric:.4f}, baseline {r.baseline:.4f}")
         with step(f"promote {task}"):
             record, gates = promotion.promote(settings, task, results[-1].version, reason="make demo", force=False)
             console.print(", ".join(f"{g.name} {'ok' if g.passed else 'FAIL'}" for g in gates) + f"; champion v{record.version}")

@@ -25,21 +25,77 @@ log = logging.getLogger(__name__)
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "cache_policy": NO_CACHE}
 
 
+class DataValidationError(ValueError):
+    """The task's data does not match its declared schema; nothing was trained."""
+
+    def __init__(self, task: str, problems: list[str]) -> None:
+        super().__init__(f"{task} data failed validation:\n  - " + "\n  - ".join(problems))
+        self.problems = problems
+
+
 @dataclass(frozen=True)
 class RetrainResult:
     task: str
-    version: str
-    run_id: str
+    version: str | None
+    run_id: str | None
     metric_name: str
-    metric: float
-    baseline: float
-    max_abs_diff: float
+    metric: float | None
+    baseline: float | None
+    max_abs_diff: float | None
+    skipped: bool = False
+    message: str = ""
+    promoted: bool = False
+
+
+_STEP: dict[str, str] = {}
+"""Flow run id -> the step it is in, for failure notifications."""
+
+
+def _step(name: str) -> None:
+    from prefect.runtime import flow_run
+
+    _STEP[str(flow_run.id)] = name
+
+
+def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect ``on_failure`` hook: POST the task, run and failed step to ``ZOO_WEBHOOK_URL``."""
+    import json
+    import os
+    import urllib.request
+    from datetime import datetime, timezone
+
+    url = os.environ.get("ZOO_WEBHOOK_URL")
+    if not url:
+        return
+    payload = {
+        "event": "retrain_failed",
+        "task": flow_run.parameters.get("task"),
+        "flow_run_id": str(flow_run.id),
+        "flow_run_name": flow_run.name,
+        "step": _STEP.get(str(flow_run.id), "unknown"),
+        "error": state.message,
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except OSError as exc:  # a notification must not hide the failure it reports
+        log.error("failure webhook %s did not answer: %s", url, exc)
 
 
 @task(name="pull-data", **IO_RETRIES)
 def pull_data(settings: Settings) -> ingest.DataVersion:
     """``dvc pull`` the committed data version."""
     return ingest.pull(settings)
+
+
+@task(name="validate-data", cache_policy=NO_CACHE)
+def validate_data(task_name: str, config: TrainConfig, settings: Settings) -> None:
+    """Check the task's data against its schema; a violation fails the flow before training."""
+    problems = get_task(task_name).validate(settings.project_root / ingest.DATA_DIR, config)
+    if problems:
+        raise DataValidationError(task_name, problems)
 
 
 @task(name="load-data", cache_policy=NO_CACHE)
@@ -89,20 +145,48 @@ def register(task_name: str, data: Dataset, exported: ExportResult, settings: Se
     return tracking.register(settings, get_task(task_name), run_id, exported.path, data.spec, data.valid_x, tags)
 
 
-@flow(name="retrain", log_prints=True)
-def retrain(task: str, config: str = "demo", overrides: dict[str, Any] | None = None, progress: bool = True) -> RetrainResult:
-    """Retrain ``task`` with a named config and register the result as ``challenger``."""
+@flow(name="retrain", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
+def retrain(
+    task: str,
+    config: str = "demo",
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    force: bool = False,
+    auto_promote: bool = False,
+) -> Any:
+    """Retrain ``task`` with a named config and register the result as ``challenger``.
+
+    Ends early (state ``Skipped``) when the champion or challenger was trained on
+    the same data and code, unless ``force``. With ``auto_promote`` the new
+    version is promoted when it passes the promotion gates.
+    """
+    from prefect.states import Completed
+
+    from pipelines import promotion, versions
+
     settings = Settings.from_env()
     settings.apply()
     t = get_task(task)
     cfg = t.config(config, **(overrides or {}))
+    _step("pull-data")
     version = pull_data(settings)
+    data_hash, code_hash = versions.task_data_hash(settings, task), versions.code_hash(task, cfg)
+    same = None if force else versions.already_trained(settings, task, data_hash, code_hash)
+    if same is not None:
+        message = f"skipped: no new data or code (version {same} was trained on the same)"
+        print(f"{task}: {message}")
+        skipped = RetrainResult(task, same, None, t.metric_name, None, None, None, skipped=True, message=message)
+        return Completed(name="Skipped", message=message, data=skipped)
+    _step("validate-data")
+    validate_data(task, cfg, settings)
     exp = tracking.experiment_id(settings)
     c = modelstore.client(settings)
     tags = {
         "task": task,
         "config": config,
         "data_hash": version.data_hash,
+        "task_data_hash": data_hash,
+        "code_hash": code_hash,
         "git_commit": version.git_commit,
         "git_dirty": str(version.git_dirty).lower(),
     }
@@ -110,16 +194,36 @@ def retrain(task: str, config: str = "demo", overrides: dict[str, Any] | None = 
     run_id = run.info.run_id
     try:
         tracking.log_config(c, run_id, cfg, config)
+        _step("load-data")
         data = load_data(task, cfg, settings)
+        _step("train")
         result = train(task, data, cfg, settings, run_id, progress)
+        _step("evaluate")
         metrics = evaluate(task, data, result, settings, run_id)
         with tempfile.TemporaryDirectory(dir=settings.home) as tmp:
+            _step("export")
             exported = export(task, data, result, settings, run_id, Path(tmp))
+            _step("register")
             model_version = register(task, data, exported, settings, run_id, {**tags, "run_id": run_id})
     except BaseException:
         c.set_terminated(run_id, "FAILED")
         raise
     c.set_terminated(run_id, "FINISHED")
+    promoted = False
+    if auto_promote:
+        _step("promote")
+        try:
+            promotion.promote(settings, task, model_version, reason="scheduled retrain (auto_promote)", operator_name="scheduler")
+            promoted = True
+        except promotion.PromotionBlocked as exc:
+            print(f"{task} v{model_version} stays challenger: {exc}")
     return RetrainResult(
-        task, model_version, run_id, t.metric_name, metrics[t.metric_name], metrics[f"baseline_{t.metric_name}"], exported.max_abs_diff
+        task,
+        model_version,
+        run_id,
+        t.metric_name,
+        metrics[t.metric_name],
+        metrics[f"baseline_{t.metric_name}"],
+        exported.max_abs_diff,
+        promoted=promoted,
     )

@@ -58,9 +58,9 @@ class Record:
     gates: list[dict[str, Any]]
 
 
-def operator() -> str:
-    """Who is acting: ``ZOO_OPERATOR``, else the OS user."""
-    return os.environ.get("ZOO_OPERATOR") or getpass.getuser()
+def operator(name: str | None = None) -> str:
+    """Who is acting: ``name`` when given, else ``ZOO_OPERATOR``, else the OS user."""
+    return name or os.environ.get("ZOO_OPERATOR") or getpass.getuser()
 
 
 def _metric(c: MlflowClient, mv: ModelVersion, name: str) -> float | None:
@@ -171,6 +171,7 @@ def _move_alias(
     forced: bool,
     gates: list[Gate],
     registry: str,
+    operator_name: str | None = None,
 ) -> Record:
     """Point ``champion`` of registered model ``name`` at ``version``, tag it and audit it.
 
@@ -185,7 +186,7 @@ def _move_alias(
         version=str(version),
         previous=prev_version,
         registry=registry,
-        operator=operator(),
+        operator=operator(operator_name),
         at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         reason=reason,
         forced=forced,
@@ -223,6 +224,7 @@ def promote(
     allow_signature_change: bool = False,
     to: str = "dev",
     policy: PromotionPolicy | None = None,
+    operator_name: str | None = None,
 ) -> tuple[Record, list[Gate]]:
     """Check the gates and move ``champion`` to ``version`` (in the prod registry with ``to="prod"``)."""
     if not reason.strip():
@@ -234,11 +236,11 @@ def promote(
         raise PromotionBlocked(gates)
     forced = not all(g.passed for g in gates)
     if to == "dev":
-        return _move_alias(settings, c, task, task, version, "promote", reason, forced, gates, "dev"), gates
+        return _move_alias(settings, c, task, task, version, "promote", reason, forced, gates, "dev", operator_name), gates
     if to != "prod":
         raise ValueError(f"--to must be dev or prod, not {to!r}")
     prod, name, prod_version = copy_to_prod(settings, task, version)
-    return _move_alias(settings, prod, name, task, prod_version, "promote", reason, forced, gates, "prod"), gates
+    return _move_alias(settings, prod, name, task, prod_version, "promote", reason, forced, gates, "prod", operator_name), gates
 
 
 def rollback(settings: Settings, task: str, reason: str = "rollback") -> Record:

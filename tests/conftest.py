@@ -31,6 +31,15 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mirror(tmp_path_factory.mktemp("mirror"))
 
 
+def zoo_cli(*args: str):
+    """Run the ``zoo`` CLI in this process (Typer's test runner); returns the Click result."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
 def make_project(root: Path, mirror: Path) -> dict[str, str]:
     """A git repo with DVC, like a fresh clone; returns the environment that points at it."""
     root.mkdir(parents=True, exist_ok=True)

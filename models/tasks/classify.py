@@ -22,6 +22,7 @@ from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainC
 from models.weights import load_weights
 
 PETS_NAME = re.compile(r"^(.+)_\d+\.jpg$")
+MIN_PER_CLASS = 5
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
@@ -91,14 +92,44 @@ class Classify(Task):
         "tiny": {"epochs": 1, "batch_size": 16, "lr": 3e-3, "limit": 48},
     }
 
+    def validate(self, data_dir: Path, config: TrainConfig) -> list[str]:
+        """Class folders (or Pets names), at least two classes, enough images, every image decodable."""
+        assert isinstance(config, ClassifyConfig)
+        root = data_dir / config.dataset
+        if not root.is_dir():
+            return [f"{root} does not exist"]
+        try:
+            train, valid = _split_items(root, config)
+        except (FileNotFoundError, OSError) as exc:
+            return [str(exc)]
+        problems = []
+        classes = {label for _, label in train}
+        if len(classes) < 2:
+            problems.append(f"training data has {len(classes)} class(es); at least 2 are needed")
+        for label in sorted(classes):
+            n = sum(1 for _, lab in train if lab == label)
+            if n < MIN_PER_CLASS:
+                problems.append(f"class {label!r} has {n} training images; at least {MIN_PER_CLASS} are needed")
+        if not valid:
+            problems.append("the validation split is empty")
+        unknown = sorted({lab for _, lab in valid} - classes)
+        if unknown:
+            problems.append(f"validation classes never seen in training: {unknown}")
+        broken = []
+        for path, _ in train + valid:
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except Exception:  # any decoder error means the file is unusable
+                broken.append(path.name)
+        if broken:
+            problems.append(f"{len(broken)} image(s) do not decode, e.g. {broken[:5]}")
+        return problems
+
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         assert isinstance(config, ClassifyConfig)
         root = data_dir / config.dataset
-        if (root / "train").is_dir() and (root / "valid").is_dir():
-            train, valid = folder_items(root)
-        else:
-            images = root / "images" if (root / "images").is_dir() else root
-            train, valid = pets_items(images, config.valid_pct, config.seed)
+        train, valid = _split_items(root, config)
         if config.limit:
             rng = random.Random(config.seed)
             train = rng.sample(train, min(config.limit, len(train)))
@@ -160,6 +191,13 @@ class Classify(Task):
             "confusion_matrix.png": confusion_matrix(data.valid_y, pred, classes),
             "top_errors.png": image_grid(images, titles, "Most confident errors"),
         }
+
+
+def _split_items(root: Path, config: ClassifyConfig) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    if (root / "train").is_dir() and (root / "valid").is_dir():
+        return folder_items(root)
+    images = root / "images" if (root / "images").is_dir() else root
+    return pets_items(images, config.valid_pct, config.seed)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

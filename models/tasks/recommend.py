@@ -33,6 +33,12 @@ class RecommendConfig(TrainConfig):
 
 def read_ratings(root: Path) -> pd.DataFrame:
     """Ratings as ``user, movie, rating`` from ``ratings.csv`` or MovieLens 100k's ``u.data``."""
+    df = read_raw_ratings(root)
+    return df[["user", "movie", "rating"]].astype({"user": "int64", "movie": "int64", "rating": "float32"})
+
+
+def read_raw_ratings(root: Path) -> pd.DataFrame:
+    """The ratings file as read, columns renamed to ``user, movie, rating`` but not converted."""
     if (root / "ratings.csv").is_file():
         df = pd.read_csv(root / "ratings.csv")
         df = df.rename(columns={"userId": "user", "movieId": "movie"})
@@ -43,7 +49,26 @@ def read_ratings(root: Path) -> pd.DataFrame:
     missing = {"user", "movie", "rating"} - set(df.columns)
     if missing:
         raise ValueError(f"{root}: ratings lack columns {sorted(missing)}")
-    return df[["user", "movie", "rating"]].astype({"user": "int64", "movie": "int64", "rating": "float32"})
+    return df
+
+
+def ratings_schema(min_rows: int = 100, max_rows: int = 100_000_000):
+    """The declared schema of a ratings table (pandera)."""
+    import pandera.pandas as pa
+
+    ids = [pa.Check.ge(0)]
+    return pa.DataFrameSchema(
+        {
+            "user": pa.Column("int64", ids, nullable=False, coerce=True),
+            "movie": pa.Column("int64", ids, nullable=False, coerce=True),
+            "rating": pa.Column("float64", pa.Check.in_range(0.5, 5.0), nullable=False, coerce=True),
+        },
+        checks=[
+            pa.Check(lambda df: min_rows <= len(df) <= max_rows, error=f"row count outside [{min_rows}, {max_rows}]"),
+            pa.Check(lambda df: df["user"].nunique() >= 2 and df["movie"].nunique() >= 2, error="fewer than 2 users or movies"),
+        ],
+        strict=True,
+    )
 
 
 class IdMaps:
@@ -95,6 +120,27 @@ class Recommend(Task):
         "demo": {"epochs": 5, "batch_size": 64, "lr": 5e-3, "weight_decay": 0.1},
         "tiny": {"epochs": 1, "batch_size": 64, "lr": 5e-3, "limit": 512, "n_factors": 8},
     }
+
+    def validate(self, data_dir: Path, config: TrainConfig) -> list[str]:
+        """Types, id and rating ranges, no nulls, row-count bounds (see :func:`ratings_schema`)."""
+        import pandera.pandas as pa
+
+        assert isinstance(config, RecommendConfig)
+        root = data_dir / config.dataset
+        try:
+            df = read_raw_ratings(root)[["user", "movie", "rating"]]
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            return [str(exc)]
+        try:
+            ratings_schema().validate(df, lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+            return [
+                f"{row.column if isinstance(row.column, str) else 'table'}: {row.check} failed"
+                + (f" (e.g. {row.failure_case!r})" if row.failure_case is not None else "")
+                for row in cases.drop_duplicates(["column", "check"]).itertuples()
+            ]
+        return []
 
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         assert isinstance(config, RecommendConfig)

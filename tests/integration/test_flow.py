@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from mlflow import MlflowClient
 
+from conftest import zoo_cli
 from models import modelstore
 from models.onnx_model import ChecksumError
 from models.settings import Settings
@@ -75,7 +74,7 @@ def test_parity_failure_registers_nothing(project: Settings, monkeypatch: pytest
     challenger = modelstore.by_alias(c, "recommend", modelstore.CHALLENGER).version
     monkeypatch.setattr(flows, "check_parity", broken)
     with pytest.raises(ParityError):
-        flows.retrain("recommend", "tiny", progress=False)
+        flows.retrain("recommend", "tiny", progress=False, force=True)
     assert {v.version for v in c.search_model_versions("name='recommend'")} == before
     assert modelstore.by_alias(c, "recommend", modelstore.CHALLENGER).version == challenger
     failed = c.search_runs([c.get_experiment_by_name(project.experiment).experiment_id], "attributes.status = 'FAILED'")
@@ -83,8 +82,9 @@ def test_parity_failure_registers_nothing(project: Settings, monkeypatch: pytest
 
 
 def test_zoo_models_json_lists_champions(project: Settings) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "models", "--json"], capture_output=True, text=True, check=True)
-    rows = {row["task"]: row for row in json.loads(proc.stdout)}
+    result = zoo_cli("models", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["task"]: row for row in json.loads(result.stdout)}
     assert {"classify", "recommend"} <= set(rows)
     champ = rows["recommend"]["champion"]
     assert champ["version"] and "mse" in champ["metrics"] and "baseline_mse" in champ["metrics"]
@@ -92,12 +92,12 @@ def test_zoo_models_json_lists_champions(project: Settings) -> None:
 
 
 def test_promote_unknown_version_is_a_clear_error(project: Settings) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "promote", "recommend", "999", "--reason", "test"], capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+    result = zoo_cli("promote", "recommend", "999", "--reason", "test")
+    assert result.exit_code == 1
+    assert "error:" in result.stderr and "Traceback" not in result.output
 
 
 def test_train_unknown_task_is_a_clear_error(project: Settings) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", "nope"], capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert "unknown task 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    result = zoo_cli("train", "nope")
+    assert result.exit_code == 1
+    assert "unknown task 'nope'" in result.stderr and "Traceback" not in result.output

@@ -56,7 +56,7 @@ def two_versions(project: Settings) -> Iterator[tuple[str, str]]:
 
     c = modelstore.client(project)
     old = str(modelstore.by_alias(c, "recommend", CHAMPION).version)
-    new = retrain("recommend", "tiny", progress=False).version
+    new = retrain("recommend", "tiny", progress=False, force=True).version
     yield old, new
     c.set_registered_model_alias("recommend", CHAMPION, old)
 
@@ -114,7 +114,7 @@ def test_a_corrupted_version_is_not_loaded(project: Settings, two_versions: tupl
     c = modelstore.client(project)
     c.set_registered_model_alias("recommend", CHAMPION, old)
     wait_for_version(server, old)
-    bad = retrain("recommend", "tiny", progress=False).version
+    bad = retrain("recommend", "tiny", progress=False, force=True).version
     stored = Path(c.get_model_version_download_uri("recommend", bad).removeprefix("file://")) / "model.onnx"
     stored.write_bytes(stored.read_bytes()[:-8] + b"tampered")
     with pytest.raises(promotion.PromotionBlocked):

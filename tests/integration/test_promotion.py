@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import zoo_cli
 from models import modelstore
 from models.modelstore import CHALLENGER, CHAMPION
 from models.settings import Settings
@@ -29,8 +28,8 @@ def versions(project: Settings) -> Iterator[dict[str, str]]:
 
     c = modelstore.client(project)
     saved = {(t, a): modelstore.by_alias(c, t, a) for t in ("classify", "recommend") for a in (CHAMPION, CHALLENGER)}
-    rec = retrain("recommend", "tiny", progress=False)
-    cls = retrain("classify", "tiny", overrides={"image_size": 32}, progress=False)
+    rec = retrain("recommend", "tiny", progress=False, force=True)
+    cls = retrain("classify", "tiny", overrides={"image_size": 32}, progress=False, force=True)
     yield {
         "recommend_old": str(saved[("recommend", CHAMPION)].version),
         "recommend_new": rec.version,
@@ -102,8 +101,9 @@ def test_rollback_returns_to_the_previous_champion(project: Settings, versions: 
     record = promotion.rollback(project, "recommend", "bad online metrics")
     assert champion(project, "recommend") == versions["recommend_old"]
     assert record.action == "rollback" and record.previous == versions["recommend_new"] and record.operator == "ops-alice"
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "history", "recommend", "--json"], capture_output=True, text=True, check=True)
-    rows = json.loads(proc.stdout)
+    result = zoo_cli("history", "recommend", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
     assert [r["action"] for r in rows[-2:]] == ["promote", "rollback"]
     assert rows[-1]["reason"] == "bad online metrics"
 

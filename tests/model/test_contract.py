@@ -114,3 +114,12 @@ def test_loader_yields_inputs_then_target(datasets: dict[str, Dataset]) -> None:
     dl = loader(data.train_x, data.train_y, batch_size=4, shuffle=False, seed=0)
     users, movies, ratings = next(iter(dl))
     assert users.dtype == torch.int64 and ratings.shape == (4,)
+
+
+def test_a_loss_that_stops_being_finite_fails_fast(datasets: dict[str, Dataset], monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.training import TrainingDiverged
+
+    task = get_task("recommend")
+    monkeypatch.setattr(type(task), "loss", lambda self, out, y: (out * float("nan")).mean())
+    with pytest.raises(TrainingDiverged, match="learning rate"):
+        fit(task, datasets["recommend"], task.config("tiny"), progress=False)

@@ -1,0 +1,175 @@
+"""``zoo schedule``: retraining deployments on Prefect's own scheduler."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.registry import get_task
+from models.settings import Settings
+from pipelines.serving import free_port
+
+DEFAULTS = Path(__file__).with_name("schedules.yaml")
+
+
+def load_schedules(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Per task: ``cron``, ``config``, ``auto_promote`` (and optional ``timezone``)."""
+    path = path or Path(os.environ.get("ZOO_SCHEDULES", DEFAULTS))
+    raw = yaml.safe_load(path.read_text()) or {}
+    out = {}
+    for task, entry in raw.items():
+        get_task(task)  # an unknown task is an error here, not at 2 a.m.
+        if "cron" not in entry:
+            raise ValueError(f"{path}: {task} has no cron")
+        out[task] = {"config": "demo", "auto_promote": False, **entry}
+    return out
+
+
+def deployments(schedules: dict[str, dict[str, Any]], interval: float | None = None) -> list[Any]:
+    """One deployment of the ``retrain`` flow per task, one run at a time per task."""
+    from pipelines.flows import retrain
+
+    out = []
+    for task, entry in schedules.items():
+        timing: dict[str, Any] = {"interval": interval} if interval else {"cron": entry["cron"]}
+        if not interval and entry.get("timezone"):
+            from prefect.schedules import Cron
+
+            timing = {"schedule": Cron(entry["cron"], timezone=entry["timezone"])}
+        out.append(
+            retrain.to_deployment(
+                name=f"retrain-{task}",
+                parameters={"task": task, "config": entry["config"], "auto_promote": bool(entry["auto_promote"]), "progress": False},
+                concurrency_limit=1,
+                tags=["course-zoo", task],
+                description=f"Retrain {task} ({entry['config']} config) when its data or code changed.",
+                **timing,
+            )
+        )
+    return out
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.home / "prefect" / "server.json"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def prefect_server(settings: Settings) -> Iterator[str]:
+    """``PREFECT_API_URL`` when set; else a ``prefect server`` on SQLite under ``ZOO_HOME``, stopped on exit."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, **settings.tool_env()}
+    env.pop("PREFECT_API_URL", None)
+    log = settings.home / "logs" / "prefect-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    prefect = Path(sys.executable).with_name("prefect")
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not start; see {log}")
+            time.sleep(0.5)
+        _state_file(settings).write_text(json.dumps({"url": url, "pid": proc.pid}))
+        yield url
+    finally:
+        _state_file(settings).unlink(missing_ok=True)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def running_server_url(settings: Settings) -> str | None:
+    """The API of a running ``zoo schedule``'s server, or ``PREFECT_API_URL``."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    path = _state_file(settings)
+    if path.is_file():
+        url = json.loads(path.read_text())["url"]
+        if _healthy(url):
+            return url
+    return None
+
+
+def serve(settings: Settings, tasks: list[str] | None = None, interval: float | None = None) -> None:
+    """Serve the deployments until Ctrl-C; schedules stay active after shutdown."""
+    import prefect
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    schedules = load_schedules()
+    if tasks:
+        schedules = {t: schedules[t] for t in tasks}
+    with prefect_server(settings) as url:
+        os.environ["PREFECT_API_URL"] = url  # for the flow-run subprocesses
+        with temporary_settings({PREFECT_API_URL: url}):
+            prefect.serve(*deployments(schedules, interval), pause_on_shutdown=False)
+
+
+def list_deployments(url: str) -> list[dict[str, Any]]:
+    """Each deployment with its schedule, next scheduled run and last finished run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    rows = []
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        for dep in client.read_deployments():
+            only = DeploymentFilter(id=DeploymentFilterId(any_=[dep.id]))
+
+            def runs(types: list[StateType], sort: FlowRunSort) -> list[Any]:
+                state = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)))
+                return client.read_flow_runs(deployment_filter=only, flow_run_filter=state, sort=sort, limit=1)
+
+            upcoming = runs([StateType.SCHEDULED], FlowRunSort.EXPECTED_START_TIME_ASC)
+            finished = runs([StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED], FlowRunSort.END_TIME_DESC)
+            timing = []
+            for s in dep.schedules:
+                sched = s.schedule
+                timing.append(getattr(sched, "cron", None) or f"every {getattr(sched, 'interval', '?')}")
+            rows.append(
+                {
+                    "deployment": dep.name,
+                    "task": (dep.parameters or {}).get("task"),
+                    "schedule": ", ".join(str(t) for t in timing),
+                    "active": all(s.active for s in dep.schedules) and not dep.paused,
+                    "next_run": upcoming[0].expected_start_time.isoformat() if upcoming else None,
+                    "last_run_state": finished[0].state_name if finished else None,
+                    "last_run_at": finished[0].end_time.isoformat() if finished and finished[0].end_time else None,
+                }
+            )
+    return rows

@@ -1,0 +1,161 @@
+"""The retrain flow does only the work it needs, validates first, and leaves nothing on failure."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ENV_KEYS, make_project, zoo_cli
+from models import modelstore
+from models.modelstore import CHALLENGER, CHAMPION
+from models.registry import get_task
+from models.settings import Settings
+from pipelines import flows, ingest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harness: None) -> Iterator[Settings]:
+    """A project of its own (its data gets changed), with recommend and classify trained once."""
+    own_mirror = tmp_path_factory.mktemp("mirror-copy")
+    shutil.copytree(mirror, own_mirror, dirs_exist_ok=True)
+    env = make_project(tmp_path_factory.mktemp("fresh"), own_mirror)
+    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    os.environ.update(env)
+    settings = Settings.from_env()
+    try:
+        ingest.ingest(settings)
+        for task in ("recommend", "classify"):
+            assert not flows.retrain(task, "tiny", progress=False).skipped
+        yield settings
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def versions(settings: Settings, task: str) -> set[str]:
+    return {str(v.version) for v in modelstore.client(settings).search_model_versions(f"name='{task}'")}
+
+
+def ratings(settings: Settings) -> Path:
+    return settings.project_root / "data" / "movie_lens_sample" / "ratings.csv"
+
+
+def reingest(settings: Settings) -> None:
+    with ingest.dvc_repo(settings.project_root, settings) as repo:
+        repo.add(str(settings.project_root / "data"))
+        repo.push(targets=[str(settings.project_root / "data.dvc")])
+
+
+def test_unchanged_data_and_code_is_skipped(fresh: Settings) -> None:
+    before = versions(fresh, "recommend")
+    result = flows.retrain("recommend", "tiny", progress=False)
+    assert result.skipped and "skipped: no new data or code" in result.message
+    assert versions(fresh, "recommend") == before
+    forced = flows.retrain("recommend", "tiny", progress=False, force=True)
+    assert not forced.skipped and forced.version not in before
+
+
+def test_zoo_train_says_it_skipped(fresh: Settings) -> None:
+    result = zoo_cli("train", "recommend", "--config", "tiny")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "skipped: no new data or code" in result.stdout and "--force" in result.stdout
+
+
+def test_new_data_retrains_only_its_own_task(fresh: Settings) -> None:
+    rec_before, cls_before = versions(fresh, "recommend"), versions(fresh, "classify")
+    original = ratings(fresh).read_text()
+    ratings(fresh).write_text(original + "100,1000,4.5,1999999\n")
+    try:
+        reingest(fresh)
+        assert not flows.retrain("recommend", "tiny", progress=False).skipped
+        assert flows.retrain("classify", "tiny", progress=False).skipped  # its images did not change
+        assert len(versions(fresh, "recommend")) == len(rec_before) + 1
+        assert versions(fresh, "classify") == cls_before
+    finally:
+        ratings(fresh).write_text(original)
+        reingest(fresh)
+
+
+def test_schema_violation_fails_before_training(fresh: Settings) -> None:
+    c = modelstore.client(fresh)
+    before = versions(fresh, "recommend")
+    runs_before = len(c.search_runs([c.get_experiment_by_name(fresh.experiment).experiment_id]))
+    original = ratings(fresh).read_text()
+    ratings(fresh).write_text(original + "101,1001,9.0,2000000\n102,,3.0,2000001\n")
+    try:
+        reingest(fresh)
+        with pytest.raises(flows.DataValidationError) as info:
+            flows.retrain("recommend", "tiny", progress=False)
+        report = str(info.value)
+        assert "in_range(0.5, 5.0)" in report and "movie" in report
+        assert versions(fresh, "recommend") == before
+        assert len(c.search_runs([c.get_experiment_by_name(fresh.experiment).experiment_id])) == runs_before  # nothing trained
+    finally:
+        ratings(fresh).write_text(original)
+        reingest(fresh)
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("injected failure")
+
+
+@pytest.mark.parametrize("step", ["load-data", "train", "evaluate", "export", "register"])
+def test_a_failure_at_any_step_registers_nothing(fresh: Settings, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    targets = {
+        "load-data": (type(get_task("recommend")), "load"),
+        "train": (flows, "fit"),
+        "evaluate": (flows, "learning_curves"),
+        "export": (flows, "export_onnx"),
+        "register": (flows.tracking, "register"),
+    }
+    owner, name = targets[step]
+    monkeypatch.setattr(owner, name, _boom)
+    monkeypatch.setattr(flows, "register", flows.register.with_options(retries=0))
+    c = modelstore.client(fresh)
+    before = versions(fresh, "recommend")
+    aliases = {a: modelstore.by_alias(c, "recommend", a).version for a in (CHAMPION, CHALLENGER) if modelstore.by_alias(c, "recommend", a)}
+    with pytest.raises(RuntimeError, match="injected failure"):
+        flows.retrain("recommend", "tiny", progress=False, force=True)
+    assert versions(fresh, "recommend") == before
+    assert {a: modelstore.by_alias(c, "recommend", a).version for a in aliases} == aliases
+    last = c.search_runs([c.get_experiment_by_name(fresh.experiment).experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert last.info.status == "FAILED"
+
+
+def test_failure_notifies_the_webhook(fresh: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ZOO_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    monkeypatch.setattr(flows, "export_onnx", _boom)
+    try:
+        with pytest.raises(RuntimeError):
+            flows.retrain("recommend", "tiny", progress=False, force=True)
+    finally:
+        server.shutdown()
+    assert len(received) == 1
+    msg = received[0]
+    assert msg["task"] == "recommend" and msg["step"] == "export" and msg["flow_run_id"]
+    assert "injected failure" in msg["error"]

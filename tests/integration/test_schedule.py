@@ -1,0 +1,64 @@
+"""`zoo schedule` against a real `prefect server` subprocess on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import zoo_cli
+from models.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def listed(monkeypatch: pytest.MonkeyPatch, schedules: Path) -> list[dict]:
+    """``zoo schedule --list --json``, run in this process."""
+    monkeypatch.setenv("ZOO_SCHEDULES", str(schedules))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = zoo_cli("schedule", "--list", "--json")
+    assert result.exit_code == 0, result.output[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_a_deployment_fires_on_its_own_and_survives_a_restart(project: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    schedules = tmp_path / "schedules.yaml"
+    schedules.write_text("recommend:\n  cron: '0 2 * * *'\n  config: tiny\n  auto_promote: false\n")
+    env = {**os.environ, "ZOO_SCHEDULES": str(schedules)}
+    env.pop("PREFECT_API_URL", None)
+    log = (tmp_path / "schedule.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "schedule", "--task", "recommend", "--interval", "3"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    rows: list[dict] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            time.sleep(3)
+            assert proc.poll() is None, (tmp_path / "schedule.log").read_text()[-3000:]
+            if not (project.home / "prefect" / "server.json").exists():
+                continue  # the scheduler's server is still starting
+            rows = listed(monkeypatch, schedules)
+            if rows and rows[0]["last_run_state"] in ("Completed", "Skipped"):
+                break
+        else:
+            pytest.fail(f"no completed run: {rows}\n" + (tmp_path / "schedule.log").read_text()[-3000:])
+        assert rows[0]["deployment"] == "retrain-recommend" and rows[0]["task"] == "recommend"
+        assert rows[0]["active"] and rows[0]["next_run"]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        code = proc.wait(timeout=60)
+    assert code == 0
+    assert not (project.home / "prefect" / "server.json").exists()  # the server was stopped
+    again = listed(monkeypatch, schedules)
+    assert again[0]["deployment"] == "retrain-recommend" and again[0]["active"]  # not paused on shutdown
