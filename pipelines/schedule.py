@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import yaml
 
 from models.registry import get_task
 from models.settings import Settings
-from pipelines.serving import free_port
+from pipelines.serving import free_port, stop_group
 
 DEFAULTS = Path(__file__).with_name("schedules.yaml")
 
@@ -103,13 +102,7 @@ def prefect_server(settings: Settings) -> Iterator[str]:
         yield url
     finally:
         _state_file(settings).unlink(missing_ok=True)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
 
 
 def running_server_url(settings: Settings) -> str | None:

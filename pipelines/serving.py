@@ -38,6 +38,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM a process started with ``start_new_session`` and its children; SIGKILL after ``timeout``."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @contextmanager
 def running_server(settings: Settings, task: str | None = None, port: int | None = None, log: Path | None = None, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """Start ``bentoml serve`` on loopback; yields its URL and stops it (whole process group) on exit."""
@@ -54,13 +66,6 @@ def running_server(settings: Settings, task: str | None = None, port: int | None
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         if log:
             out.close()  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,23 @@ def make_project(root: Path, mirror: Path) -> dict[str, str]:
     }
 
 
+@contextmanager
+def project_env(env: dict[str, str]) -> Iterator[Settings]:
+    """Point this process at another project for a while; the previous environment comes back after."""
+    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    os.environ.update(env)
+    try:
+        settings = Settings.from_env()
+        settings.apply()
+        yield settings
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server (Prefect's test harness) for every flow run of the session."""
@@ -73,26 +91,15 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def project(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harness: None) -> Iterator[Settings]:
     """A session-wide throw-away project: data ingested, both tasks trained (tiny) and promoted."""
-    env = make_project(tmp_path_factory.mktemp("project"), mirror)
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ.update(env)
-    settings = Settings.from_env()
-    settings.apply()
-    try:
-        from pipelines import ingest, promotion
-        from pipelines.flows import retrain
+    from pipelines import ingest, promotion
+    from pipelines.flows import retrain
 
+    with project_env(make_project(tmp_path_factory.mktemp("project"), mirror)) as settings:
         ingest.ingest(settings)
         for task in ("classify", "recommend"):
             result = retrain(task, "tiny", progress=False)
             promotion.promote(settings, task, result.version, reason="test fixture")
         yield settings
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENV_KEYS, make_project, zoo_cli
+from conftest import make_project, project_env, zoo_cli
 from models import modelstore
 from models.modelstore import CHALLENGER, CHAMPION
 from models.registry import get_task
@@ -27,21 +26,11 @@ def fresh(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harnes
     """A project of its own (its data gets changed), with recommend and classify trained once."""
     own_mirror = tmp_path_factory.mktemp("mirror-copy")
     shutil.copytree(mirror, own_mirror, dirs_exist_ok=True)
-    env = make_project(tmp_path_factory.mktemp("fresh"), own_mirror)
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ.update(env)
-    settings = Settings.from_env()
-    try:
+    with project_env(make_project(tmp_path_factory.mktemp("fresh"), own_mirror)) as settings:
         ingest.ingest(settings)
         for task in ("recommend", "classify"):
             assert not flows.retrain(task, "tiny", progress=False).skipped
         yield settings
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def versions(settings: Settings, task: str) -> set[str]:
@@ -159,3 +148,23 @@ def test_failure_notifies_the_webhook(fresh: Settings, monkeypatch: pytest.Monke
     msg = received[0]
     assert msg["task"] == "recommend" and msg["step"] == "export" and msg["flow_run_id"]
     assert "injected failure" in msg["error"]
+
+
+def test_auto_promote_only_through_the_gates(fresh: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.task import PromotionPolicy
+    from pipelines import promotion
+
+    c = modelstore.client(fresh)
+    task_cls = type(get_task("recommend"))
+    monkeypatch.setattr(task_cls, "promotion", PromotionPolicy(tolerance=0.01, latency_budget_ms=1e-6))
+    blocked = flows.retrain("recommend", "tiny", progress=False, force=True, auto_promote=True)
+    assert not blocked.promoted
+    assert str(modelstore.by_alias(c, "recommend", CHALLENGER).version) == blocked.version
+    assert str(getattr(modelstore.by_alias(c, "recommend", CHAMPION), "version", None)) != blocked.version
+
+    monkeypatch.setattr(task_cls, "promotion", PromotionPolicy(tolerance=10.0, latency_budget_ms=10_000))
+    passed = flows.retrain("recommend", "tiny", progress=False, force=True, auto_promote=True)
+    assert passed.promoted
+    assert str(modelstore.by_alias(c, "recommend", CHAMPION).version) == passed.version
+    last = promotion.history(fresh, "recommend")[-1]
+    assert last["operator"] == "scheduler" and last["version"] == passed.version
