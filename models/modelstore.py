@@ -94,11 +94,16 @@ def open_version(settings: Settings, c: MlflowClient, version: ModelVersion) -> 
     return OnnxModel.load(folder, checksums(version), version=str(version.version))
 
 
+def champion_record(settings: Settings, name: str) -> Path:
+    """Where the last verified champion of registered model ``name`` is recorded."""
+    return settings.cache / "models" / name / "champion.json"
+
+
 def remember(settings: Settings, version: ModelVersion) -> None:
     """Record ``version`` as the last verified champion, for a cold start with the registry down."""
     import json
 
-    path = settings.cache / "models" / version.name / "champion.json"
+    path = champion_record(settings, version.name)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"version": str(version.version), "checksums": checksums(version)}))
     tmp.replace(path)
@@ -108,7 +113,7 @@ def load_remembered(settings: Settings, name: str) -> OnnxModel:
     """The last verified champion from the local cache, checked against its recorded sha256."""
     import json
 
-    path = settings.cache / "models" / name / "champion.json"
+    path = champion_record(settings, name)
     if not path.is_file():
         raise LookupError(f"no cached champion for {name} under {path.parent}")
     meta = json.loads(path.read_text())

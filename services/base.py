@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 
 from models import modelstore
 from models.inputs import InvalidInput
-from models.onnx_model import OnnxModel
+from models.onnx_model import ChecksumError, OnnxModel
 from models.settings import Settings
 from services.batching import MicroBatcher
 from services.metrics import zoo_metrics
@@ -42,7 +42,7 @@ class RegistryUnavailable(RuntimeError):
 
 
 def _cached(settings: Settings, task: str) -> bool:
-    return (settings.cache / "models" / modelstore.registered_name(task) / "champion.json").is_file()
+    return modelstore.champion_record(settings, modelstore.registered_name(task)).is_file()
 
 
 class TaskRunner:
@@ -97,11 +97,14 @@ class ZooService:
         self.runner_types: dict[str, type[TaskRunner]] = collect(type(self), "runner_types")
         self.poll_seconds = float(os.environ.get("ZOO_POLL_SECONDS", "5"))
         self._failed: dict[str, str] = {}
+        discover = self.served is None and not os.environ.get("ZOO_TASKS", "").strip()
         try:
             self.tasks = self._wanted()
         except Exception as exc:  # registry down at start: serve what the cache has
             log.error("registry unreachable at start (%s); using cached champions", exc)
             self.tasks = [t for t in self.runner_types if _cached(self.settings, t)]
+        # The all-tasks service also watches tasks that have no champion yet.
+        self.watched = list(self.runner_types) if discover else list(self.tasks)
         for task in self.tasks:
             try:
                 self.refresh(task)
@@ -145,7 +148,7 @@ class ZooService:
             zoo_metrics().registry_errors.labels(task).inc()
             raise RegistryUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if mv is None:
-            if task not in self.runners:
+            if task not in self.runners and task in self.tasks:
                 self.problems[task] = f"{name} has no champion in the registry at {self.settings.registry_uri}"
             return False
         version = str(mv.version)
@@ -160,7 +163,8 @@ class ZooService:
             if current is not None and not model.compatible_with(current.model):
                 raise ValueError(f"version {version} takes different inputs than version {current.version}")
         except Exception as exc:
-            self._failed[task] = version
+            if isinstance(exc, (ChecksumError, ValueError)):
+                self._failed[task] = version  # will not get better: wait for the alias to move
             zoo_metrics().load_failures.labels(task).inc()
             log.error("not loading %s version %s: %s: %s", task, version, type(exc).__name__, exc)
             if current is None:
@@ -173,6 +177,7 @@ class ZooService:
     def _install(self, task: str, model: OnnxModel) -> None:
         self.runners[task] = self.runner_types[task](model)  # the swap: one assignment
         self.problems.pop(task, None)
+        self.problems.pop("*", None)
         self._failed.pop(task, None)
         LOADED_VERSIONS[task] = model.version
         zoo_metrics().model_version.labels(task).set(float(model.version))
@@ -182,7 +187,7 @@ class ZooService:
         delay = self.poll_seconds
         while not self._stop.wait(delay):
             healthy = True
-            for task in self.tasks:
+            for task in self.watched:
                 try:
                     self.refresh(task)
                 except RegistryUnavailable as exc:
