@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from mlflow import MlflowClient
 
 from conftest import zoo_cli
 from models import modelstore
