@@ -1,4 +1,8 @@
-"""The Prefect flow that retrains one task: pull -> load -> train -> evaluate -> export -> register."""
+"""The Prefect flow that retrains one task.
+
+pull-data -> (skip when data and code are unchanged) -> validate-data -> load-data
+-> train -> evaluate -> export (with parity) -> register -> (promote, with auto_promote)
+"""
 
 from __future__ import annotations
 

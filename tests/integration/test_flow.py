@@ -40,6 +40,15 @@ def test_task_figures_are_logged(project: Settings) -> None:
     assert "figures/predicted_vs_actual.png" in {f.path for f in c.list_artifacts(recommend.run_id, "figures")}
 
 
+def test_registered_model_has_a_signature_and_an_input_example(project: Settings) -> None:
+    import mlflow
+
+    mv = modelstore.by_alias(modelstore.client(project), "recommend", modelstore.CHAMPION)
+    info = mlflow.models.get_model_info(f"models:/recommend/{mv.version}")
+    assert [i.name for i in info.signature.inputs.inputs] == ["user", "movie"]
+    assert info.saved_input_example_info is not None
+
+
 def test_registered_model_loads_and_is_verified(project: Settings) -> None:
     model = modelstore.load_alias(project, "recommend", modelstore.CHAMPION)
     assert model.input_names == ["user", "movie"]
