@@ -21,6 +21,13 @@ console = Console()
 err = Console(stderr=True)
 
 
+@app.callback()
+def _setup() -> None:
+    """Train, register, promote and serve the fast.ai course models."""
+    # Before any command imports MLflow, ONNX Runtime or Prefect: their state goes under ZOO_HOME.
+    Settings.from_env().apply()
+
+
 def _settings() -> Settings:
     settings = Settings.from_env()
     settings.apply()
