@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from models.onnx_model import make_session
-from models.task import Spec, Task
+from models.task import Dataset, Spec, Task
 from models.training import predict
 
 log = logging.getLogger(__name__)
@@ -29,21 +30,30 @@ class ExportResult:
     checked: int
 
 
+def dynamic_shapes(task: Task, spec: Spec) -> tuple[dict[int, object], ...]:
+    """torch.export dynamic axes from the task's input spec: ``batch`` and every other named axis."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    axes = []
+    for tensor in task.inputs(spec):
+        axes.append(
+            {i: batch if d == "batch" else torch.export.Dim.DYNAMIC for i, d in enumerate(tensor.shape) if isinstance(d, str)}
+        )
+    return tuple(axes)
+
+
 def export_onnx(task: Task, net: nn.Module, spec: Spec, example: tuple[np.ndarray, ...], path: Path) -> Path:
-    """Export ``net`` with a dynamic batch axis on every input and output."""
-    net = net.eval().cpu()
+    """Export ``task.export_module(net)`` with every named axis of the input spec dynamic."""
+    net = task.export_module(net.eval().cpu()).eval()
     inputs = task.inputs(spec)
     outputs = task.outputs(spec)
     args = tuple(torch.from_numpy(np.ascontiguousarray(a[: max(2, min(len(a), 4))])) for a in example)
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    dynamic_shapes = tuple({0: batch} for _ in inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     program = torch.onnx.export(
         net,
         args,
         input_names=[t.name for t in inputs],
         output_names=[t.name for t in outputs],
-        dynamic_shapes=dynamic_shapes,
+        dynamic_shapes=dynamic_shapes(task, spec),
         dynamo=True,
         external_data=False,
         verbose=False,
@@ -57,22 +67,46 @@ def check_parity(
     net: nn.Module,
     path: Path,
     input_names: list[str],
-    x: tuple[np.ndarray, ...],
+    x: tuple[np.ndarray, ...] | list[tuple[np.ndarray, ...]],
     atol: float = 1e-4,
     rtol: float = 1e-3,
+    view: Callable[[np.ndarray], np.ndarray] = lambda a: a,
 ) -> ExportResult:
-    """Compare ONNX Runtime and PyTorch on held-out inputs, at batch sizes 1 and n."""
+    """Compare ONNX Runtime and PyTorch on held-out inputs.
+
+    ``x`` is either one group of inputs (checked at batch 1 and at its full size)
+    or a list of groups (each checked as given: other batch sizes, other image
+    sizes or lengths). ``view`` maps both outputs before comparing them.
+    """
+    groups = [tuple(a[:1] for a in x), tuple(x)] if isinstance(x, tuple) else list(x)
     session = make_session(path.read_bytes())
     worst = 0.0
-    n = len(x[0])
-    for batch in ([a[:1] for a in x], list(x)):
-        expected = predict(net, tuple(batch))
-        got = session.run(None, dict(zip(input_names, batch)))[0]
+    checked = 0
+    for group in groups:
+        expected = view(predict(net, tuple(group)))
+        got = view(session.run(None, dict(zip(input_names, group)))[0])
         if got.shape != expected.shape:
-            raise ParityError(f"ONNX output shape {got.shape} != PyTorch {expected.shape}")
+            raise ParityError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} for inputs {[a.shape for a in group]}")
         diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
         worst = max(worst, diff)
+        checked = max(checked, len(group[0]))
         if not np.allclose(got, expected, atol=atol, rtol=rtol):
-            raise ParityError(f"ONNX Runtime differs from PyTorch by up to {diff:.3g} (atol {atol}, rtol {rtol})")
-    log.info("ONNX parity: max |diff| %.3g over %d inputs", worst, n)
-    return ExportResult(path, worst, n)
+            raise ParityError(
+                f"ONNX Runtime differs from PyTorch by up to {diff:.3g} (atol {atol}, rtol {rtol}) for inputs {[a.shape for a in group]}"
+            )
+    log.info("ONNX parity: max |diff| %.3g over %d input groups", worst, len(groups))
+    return ExportResult(path, worst, checked)
+
+
+def check_task_parity(task: Task, net: nn.Module, path: Path, spec: Spec, data: Dataset) -> ExportResult:
+    """The export step's check: the task's parity inputs, view and tolerance."""
+    names = [t.name for t in task.inputs(spec)]
+    return check_parity(
+        task.export_module(net.eval().cpu()).eval(),
+        path,
+        names,
+        task.parity_inputs(data),
+        atol=task.parity_atol,
+        rtol=task.parity_rtol,
+        view=task.parity_view,
+    )

@@ -51,11 +51,15 @@ def make_session(model: bytes, threads: int | None = None) -> ort.InferenceSessi
 
 
 def reference_inputs(spec: dict[str, Any], batch: int = 1, seed: int = 0) -> list[np.ndarray]:
-    """Inputs shaped by the spec's ``inputs``: normal floats, and ones for ids (index 1 is known)."""
+    """Inputs shaped by the spec's ``inputs``: normal floats, and ones for ids (index 1 is known).
+
+    Named axes other than ``batch`` take their size from the spec's ``reference_sizes``.
+    """
     rng = np.random.default_rng(seed)
+    sizes = {"batch": batch, **spec.get("reference_sizes", {})}
     out = []
     for tensor in spec["inputs"]:
-        shape = [batch if d == "batch" else int(d) for d in tensor["shape"]]
+        shape = [sizes[d] if isinstance(d, str) else int(d) for d in tensor["shape"]]
         if tensor["dtype"].startswith("float"):
             out.append(rng.standard_normal(shape).astype(tensor["dtype"]))
         else:

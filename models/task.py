@@ -11,11 +11,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from models.training import EpochListener, FitResult
 
 Spec = dict[str, Any]
 """The JSON-serialisable preprocessing spec that travels with a model."""
@@ -23,7 +26,12 @@ Spec = dict[str, Any]
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One ONNX input or output: name, dtype and shape (``"batch"`` is dynamic)."""
+    """One ONNX input or output: name, dtype and shape.
+
+    A string in ``shape`` is a dynamic axis: ``"batch"`` first, then any other
+    named axis (``"height"``, ``"length"``, ...); the task's ``reference_sizes``
+    gives each named axis a size for warm-up and latency checks.
+    """
 
     name: str
     dtype: str
@@ -96,6 +104,9 @@ class Task(ABC):
     configs: ClassVar[dict[str, dict[str, Any]]]
     """Named configs, at least ``demo`` and ``tiny``: overrides of ``config_class``."""
     promotion: ClassVar[PromotionPolicy] = PromotionPolicy()
+    parity_atol: ClassVar[float] = 1e-4
+    parity_rtol: ClassVar[float] = 1e-3
+    """ONNX-vs-PyTorch tolerance, applied to ``parity_view`` of the outputs."""
 
     def config(self, name: str = "demo", **overrides: Any) -> TrainConfig:
         """Build a named config, with optional field overrides."""
@@ -135,6 +146,48 @@ class Task(ABC):
     def outputs(self, spec: Spec) -> list[TensorSpec]:
         """ONNX outputs."""
 
+    def train(
+        self,
+        data: Dataset,
+        config: TrainConfig,
+        *,
+        checkpoint_dir: Path | None = None,
+        listeners: "tuple[EpochListener, ...] | list[EpochListener]" = (),
+        progress: bool = True,
+    ) -> "FitResult":
+        """Train the network; one Lightning fit by default. Multi-stage recipes override this."""
+        from models.training import fit
+
+        return fit(self, data, config, checkpoint_dir=checkpoint_dir, listeners=listeners, progress=progress)
+
+    def param_groups(self, net: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+        """Optimizer parameter groups, each with its own ``lr`` (discriminative rates)."""
+        return [{"params": [p for p in net.parameters() if p.requires_grad], "lr": config.lr}]
+
+    def extra_metrics(self, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """Metrics logged beside the main one (e.g. mean IoU, SSIM); default none."""
+        return {}
+
+    def extra_baselines(self, data: Dataset, config: TrainConfig) -> dict[str, float]:
+        """More baselines of the main metric on the same split, by name; default none."""
+        return {}
+
+    def export_module(self, net: nn.Module) -> nn.Module:
+        """The module to export to ONNX (e.g. an inference copy without weight dropout)."""
+        return net
+
+    def parity_view(self, output: np.ndarray) -> np.ndarray:
+        """What the parity check compares (e.g. probabilities instead of logits)."""
+        return output
+
+    def parity_inputs(self, data: Dataset) -> list[tuple[np.ndarray, ...]]:
+        """Held-out inputs for the parity check: batch 1 and a larger batch, plus other sizes."""
+        return [tuple(a[:1] for a in data.valid_x), tuple(a[:64] for a in data.valid_x)]
+
+    def reference_sizes(self, spec: Spec) -> dict[str, int]:
+        """A size for every named dynamic axis other than ``batch``; default none."""
+        return {}
+
     def finalize(self, net: nn.Module, data: Dataset) -> None:
         """Adjust a trained network before evaluation and export (default: nothing)."""
 
@@ -151,5 +204,6 @@ class Task(ABC):
             "higher_is_better": self.higher_is_better,
             "inputs": [t.to_json() for t in self.inputs(spec)],
             "outputs": [t.to_json() for t in self.outputs(spec)],
+            "reference_sizes": self.reference_sizes(spec),
             "preprocess": spec,
         }

@@ -67,8 +67,10 @@ class LitTask(L.LightningModule):
         self._targets.clear()
 
     def configure_optimizers(self):  # type: ignore[override]
-        opt = torch.optim.AdamW(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.config.lr, total_steps=max(self.total_steps, 1))
+        groups = self.task.param_groups(self.net, self.config)
+        opt = torch.optim.AdamW(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        max_lr = [g["lr"] for g in groups]
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(self.total_steps, 1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -111,10 +113,15 @@ def fit(
     checkpoint_dir: Path | None = None,
     listeners: Sequence[EpochListener] = (),
     progress: bool = True,
+    net: nn.Module | None = None,
 ) -> FitResult:
-    """Train ``task`` on ``data`` with ``config``; deterministic for a given seed on CPU."""
+    """Train ``task`` on ``data`` with ``config``; deterministic for a given seed on CPU.
+
+    ``net`` continues training a given network (a later stage of a multi-stage
+    recipe) instead of building a fresh one.
+    """
     L.seed_everything(config.seed, workers=True, verbose=False)
-    net = task.build(data.spec, config)
+    net = net if net is not None else task.build(data.spec, config)
     train = loader(data.train_x, data.train_y, config.batch_size, True, config.seed)
     valid = loader(data.valid_x, data.valid_y, max(config.batch_size, 256), False, config.seed)
     lit = LitTask(task, net, config, total_steps=len(train) * config.epochs)

@@ -17,12 +17,12 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from models import modelstore
-from models.export import ExportResult, check_parity, export_onnx
+from models.export import ExportResult, check_task_parity, export_onnx
 from models.plots import learning_curves
 from models.registry import get_task
 from models.settings import Settings
 from models.task import Dataset, TrainConfig
-from models.training import FitResult, fit
+from models.training import FitResult
 from pipelines import ingest, tracking
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,7 @@ def load_data(task_name: str, config: TrainConfig, settings: Settings) -> Datase
 @task(name="train", cache_policy=NO_CACHE)
 def train(task_name: str, data: Dataset, config: TrainConfig, settings: Settings, run_id: str, progress: bool) -> FitResult:
     c = modelstore.client(settings)
-    return fit(
-        get_task(task_name),
+    return get_task(task_name).train(
         data,
         config,
         checkpoint_dir=settings.checkpoints / task_name / run_id,
@@ -121,11 +120,15 @@ def train(task_name: str, data: Dataset, config: TrainConfig, settings: Settings
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(task_name: str, data: Dataset, result: FitResult, settings: Settings, run_id: str) -> dict[str, float]:
-    """Log the metric beside its baseline, the learning curves and the task's figures."""
+def evaluate(
+    task_name: str, data: Dataset, result: FitResult, config: TrainConfig, settings: Settings, run_id: str
+) -> dict[str, float]:
+    """Log the metric beside its baselines and extra metrics, the learning curves and the task's figures."""
     t = get_task(task_name)
     c = modelstore.client(settings)
     metrics = {t.metric_name: result.metric, f"baseline_{t.metric_name}": t.baseline(data)}
+    metrics.update(t.extra_metrics(result.valid_output, data.valid_y))
+    metrics.update({f"baseline_{name}": value for name, value in t.extra_baselines(data, config).items()})
     for key, value in metrics.items():
         c.log_metric(run_id, key, value)
     c.log_figure(run_id, learning_curves(result.history, t.metric_name), "figures/learning_curves.png")
@@ -139,7 +142,7 @@ def export(task_name: str, data: Dataset, result: FitResult, settings: Settings,
     """Export to ONNX and check parity on held-out inputs; a failure stops the flow."""
     t = get_task(task_name)
     path = export_onnx(t, result.net, data.spec, data.valid_x, out_dir / "model.onnx")
-    checked = check_parity(result.net, path, [i.name for i in t.inputs(data.spec)], tuple(a[:64] for a in data.valid_x))
+    checked = check_task_parity(t, result.net, path, data.spec, data)
     modelstore.client(settings).log_metric(run_id, "onnx_max_abs_diff", checked.max_abs_diff)
     return checked
 
@@ -203,7 +206,7 @@ def retrain(
         _step("train")
         result = train(task, data, cfg, settings, run_id, progress)
         _step("evaluate")
-        metrics = evaluate(task, data, result, settings, run_id)
+        metrics = evaluate(task, data, result, cfg, settings, run_id)
         with tempfile.TemporaryDirectory(dir=settings.home) as tmp:
             _step("export")
             exported = export(task, data, result, settings, run_id, Path(tmp))

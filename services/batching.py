@@ -19,6 +19,22 @@ import numpy as np
 Arrays = tuple[np.ndarray, ...]
 
 
+def _shape_key(inputs: Arrays) -> tuple[tuple[int, ...], ...]:
+    return tuple(a.shape[1:] for a in inputs)
+
+
+def _take_alike(queue: list, limit: int) -> tuple[list, list]:
+    """Split off up to ``limit`` queued requests whose inputs have the first one's row shape.
+
+    Requests of other shapes (image sizes, text lengths) keep their place for a later batch.
+    """
+    key = _shape_key(queue[0][0])
+    batch, rest = [], []
+    for item in queue:
+        (batch if len(batch) < limit and _shape_key(item[0]) == key else rest).append(item)
+    return batch, rest
+
+
 @dataclass
 class MicroBatcher:
     """Runs ``fn`` over concatenated inputs; each request gets its own rows back."""
@@ -39,7 +55,7 @@ class MicroBatcher:
 
     async def _drain(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[: self.max_batch_size], self._queue[self.max_batch_size :]
+            batch, self._queue = _take_alike(self._queue, self.max_batch_size)
             sizes = [len(inputs[0]) for inputs, _ in batch]
             try:
                 joined = tuple(np.concatenate(parts) for parts in zip(*(inputs for inputs, _ in batch)))

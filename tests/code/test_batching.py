@@ -64,3 +64,20 @@ def test_a_failing_batch_fails_its_requests_and_the_next_batch_runs() -> None:
         assert (await batcher.submit(np.array([5]))).tolist() == [5]
 
     asyncio.run(main())
+
+
+def test_requests_of_other_shapes_run_in_their_own_batches() -> None:
+    shapes: list[tuple[int, ...]] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        shapes.append(x.shape)
+        return x.sum(axis=1)
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(model, max_batch_size=8)
+        sizes = [3, 5, 3, 5, 3]
+        return await asyncio.gather(*(batcher.submit(np.full((1, n), i, dtype=np.float32)) for i, n in enumerate(sizes)))
+
+    results = asyncio.run(main())
+    assert [r.tolist() for r in results] == [[0.0], [5.0], [6.0], [15.0], [12.0]]
+    assert sorted(shapes) == [(2, 5), (3, 3)]
