@@ -16,6 +16,8 @@ class ZooMetrics:
     load_failures: Counter
     registry_errors: Counter
     batch_size: Histogram
+    unknown_inputs: Counter
+    model_ready: Gauge
 
 
 @cache
@@ -28,4 +30,10 @@ def zoo_metrics() -> ZooMetrics:
         load_failures=Counter("zoo_model_load_failures", "Model versions refused: download, sha256, warm-up or spec check failed", ["task"]),
         registry_errors=Counter("zoo_registry_errors", "Failed reads of the model registry", ["task"]),
         batch_size=Histogram("zoo_batch_size", "Requests per model batch", ["task"], buckets=(1, 2, 4, 8, 16, 32, 64)),
+        unknown_inputs=Counter(
+            "zoo_unknown_inputs",
+            "Requests that sent an id the loaded model does not know (served from the unknown-id embedding), by field",
+            ["task", "field"],
+        ),
+        model_ready=Gauge("zoo_model_ready", "1 when a model of the task is loaded and serving, else 0", ["task"], multiprocess_mode="livemin"),
     )

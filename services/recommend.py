@@ -12,6 +12,7 @@ from models.inputs import InvalidInput
 from models.onnx_model import OnnxModel
 from models.tasks.recommend import IdMaps
 from services.base import TaskRunner, ZooService, env_int, service_options, with_middleware
+from services.metrics import zoo_metrics
 
 
 MAX_ID = 2**63 - 1
@@ -53,9 +54,13 @@ class RecommendRunner(TaskRunner):
         self.maps = IdMaps(self.spec)
         self.rated = {int(u): set(ms) for u, ms in self.spec["rated"].items()}
         self.popular = [int(m) for m in self.spec["popular"]]
+        for field in ("user_id", "movie_id"):  # exported at 0 from the start
+            zoo_metrics().unknown_inputs.labels(self.task, field)
 
     async def recommend(self, user_id: int, k: int) -> Recommendations:
         known = user_id in self.maps.users
+        if not known:  # served from the unknown-user index 0: the most popular movies
+            zoo_metrics().unknown_inputs.labels(self.task, "user_id").inc()
         if known:
             seen = self.rated.get(user_id, set())
             candidates = np.asarray([m for m in self.maps.movie_ids if int(m) not in seen], dtype=np.int64)
@@ -79,6 +84,11 @@ class RecommendRunner(TaskRunner):
             raise InvalidInput("too_many", f"{len(user_ids)} pairs; the limit is {limit} per request", status=413)
         u_raw, m_raw = np.asarray(user_ids, dtype=np.int64), np.asarray(movie_ids, dtype=np.int64)
         users, movies = self.maps.encode(u_raw, m_raw)
+        unknown = zoo_metrics().unknown_inputs
+        if not users.all():  # index 0: an id the model has not seen, rated as the average user/movie
+            unknown.labels(self.task, "user_id").inc()
+        if not movies.all():
+            unknown.labels(self.task, "movie_id").inc()
         scores = await self.run(users, movies)
         return Ratings(
             model_version=self.version,
