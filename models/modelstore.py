@@ -7,6 +7,7 @@ artifact is recorded as a tag on the model version at registration
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -118,3 +119,22 @@ def load_remembered(settings: Settings, name: str) -> OnnxModel:
         raise LookupError(f"no cached champion for {name} under {path.parent}")
     meta = json.loads(path.read_text())
     return OnnxModel.load(path.parent / meta["version"], meta["checksums"], version=meta["version"])
+
+
+def explain(exc: BaseException, uri: str | None = None) -> str:
+    """A registry error in words an operator can act on (401/403 name the variables to fix)."""
+    import re
+
+    text = str(exc).strip().strip('"')
+    match = re.search(r"error code (\d{3})", text)
+    code = int(match.group(1)) if match else None
+    where = f"the MLflow server at {uri}" if uri else "the MLflow server"
+    if code == 401:
+        return (
+            f"{where} refused the credentials (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD to a user of that server"
+        )
+    if code == 403:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
+        return f"{where} denied {user} this operation (HTTP 403): an admin must grant it EDIT or MANAGE permission"
+    return text

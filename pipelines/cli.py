@@ -18,7 +18,7 @@ app = typer.Typer(help="Train, register, promote and serve the fast.ai course mo
 data_app = typer.Typer(help="Course datasets, versioned with DVC.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line in logs, whatever the width
 
 
 @app.callback()
@@ -34,7 +34,11 @@ def _settings() -> Settings:
     return settings
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str | BaseException) -> typer.Exit:
+    if isinstance(message, BaseException):
+        from models import modelstore
+
+        message = modelstore.explain(message, os.environ.get("MLFLOW_TRACKING_URI"))
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(1)
 
@@ -65,7 +69,7 @@ def data_ingest(
     try:
         digest = ingest.ingest(settings, dataset, force=force)
     except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(exc) from None
     source = settings.data_mirror or "fast.ai's S3"
     console.print(f"data/ ingested from {source}: data.dvc md5 [bold]{digest}[/], pushed to the DVC remote")
 
@@ -96,14 +100,14 @@ def train(
     try:
         get_task(task).config(config)
     except (_known_errors() + (KeyError,)) as exc:
-        raise _fail(str(exc).strip('"')) from None
+        raise _fail(exc) from None
     from pipelines.flows import retrain
 
     overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
     try:
         result = retrain(task, config, overrides, force=force)
     except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(exc) from None
     if result.skipped:
         console.print(f"[bold]{task}[/]: {result.message}; use --force to train anyway")
         return
@@ -121,16 +125,16 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
     try:
         rows = list_models(_settings())
     except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(exc) from None
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table("task", "champion", "challenger", "metric", "baseline", "data", "created")
 
-    def metric_of(v: dict[str, Any] | None) -> tuple[str, float | None, float | None]:
+    def metric_of(v: dict[str, Any] | None, task: str) -> tuple[str, float | None, float | None]:
         if v is None:
             return "", None, None
-        name = next((k for k in v["metrics"] if not k.startswith(("baseline_", "onnx_"))), "")
+        name = _metric_name(task, v)
         return name, v["metrics"].get(name), v["metrics"].get(f"baseline_{name}")
 
     def fmt(x: float | None) -> str:
@@ -138,8 +142,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
 
     for row in rows:
         champ, chall = row["champion"], row["challenger"]
-        name, c_val, c_base = metric_of(champ)
-        name2, n_val, n_base = metric_of(chall)
+        name, c_val, c_base = metric_of(champ, row["task"])
+        name2, n_val, n_base = metric_of(chall, row["task"])
         shown = champ or chall
         table.add_row(
             row["task"],
@@ -152,6 +156,16 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for 
         )
     table.caption = "metric: champion / challenger on their validation splits; baseline: the champion's run"
     console.print(table)
+
+
+def _metric_name(task: str, version: dict[str, Any]) -> str:
+    """The task's main metric (tasks log extra metrics beside it)."""
+    from models.registry import UnknownTask, get_task
+
+    try:
+        return get_task(task).metric_name
+    except UnknownTask:
+        return next((k for k in version["metrics"] if not k.startswith(("baseline_", "onnx_"))), "")
 
 
 def _gate_table(gates: list[Any]) -> Table:
@@ -182,7 +196,7 @@ def promote(
         console.print(_gate_table(exc.gates))
         raise _fail("promotion blocked; the champion is unchanged (fix the version, or --force with a --reason)") from None
     except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(exc) from None
     console.print(_gate_table(gates))
     forced = " [yellow](forced past failing gates)[/]" if record.forced else ""
     console.print(f"{task}: {record.registry} champion -> version {record.version} (was {record.previous or 'none'}){forced}")
@@ -199,7 +213,7 @@ def rollback(
     try:
         record = do_rollback(_settings(), task, reason)
     except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(exc) from None
     console.print(f"{task}: champion -> version {record.version} (was {record.previous})")
 
 
@@ -233,7 +247,7 @@ def serve(
     try:
         cmd = serve_command(task, port, host)
     except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(exc) from None
     console.print(f"serving {task or 'all tasks with a champion'} on http://{host}:{port} (Ctrl-C to stop)")
     try:
         sys.exit(subprocess.call(cmd, env=serve_env(settings)))
@@ -261,7 +275,7 @@ def schedule(
             else:
                 rows = sched.list_deployments(url)
         except (RuntimeError, OSError) as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(exc) from None
         if as_json:
             print(json.dumps(rows, indent=2))
             return
@@ -283,7 +297,7 @@ def schedule(
             if name not in schedules:
                 raise ValueError(f"no schedule for {name!r}; scheduled tasks: {', '.join(schedules)}")
     except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(exc) from None
     where = os.environ.get("PREFECT_API_URL") or "a local Prefect server under ZOO_HOME"
     console.print(f"scheduling {', '.join(task or schedules)} on {where}; Ctrl-C stops (schedules stay active)")
     try:
@@ -303,7 +317,7 @@ def demo(
     try:
         run_demo(_settings(), config, console)
     except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(exc) from None
 
 
 if __name__ == "__main__":

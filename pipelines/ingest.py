@@ -108,6 +108,19 @@ def _dvc_remote(settings: Settings) -> str:
     return os.environ.get("ZOO_DVC_REMOTE") or str(settings.dvc_remote)
 
 
+def _remote_config(settings: Settings) -> dict[str, str]:
+    """The ``zoo`` DVC remote: a folder under ZOO_HOME, or ``ZOO_DVC_REMOTE`` (e.g. ``s3://bucket/path``).
+
+    ``ZOO_DVC_S3_ENDPOINT`` points an S3 remote at MinIO or another S3-compatible
+    server; credentials come from the usual AWS variables, as DVC reads them.
+    """
+    remote = {"url": _dvc_remote(settings)}
+    endpoint = os.environ.get("ZOO_DVC_S3_ENDPOINT")
+    if endpoint and remote["url"].startswith("s3://"):
+        remote["endpointurl"] = endpoint
+    return remote
+
+
 @contextlib.contextmanager
 def dvc_repo(root: Path, settings: Settings) -> Iterator["object"]:
     """Open (initialising if needed) the DVC repo at ``root``, with state under ``ZOO_HOME``."""
@@ -121,7 +134,7 @@ def dvc_repo(root: Path, settings: Settings) -> Iterator["object"]:
             conf.setdefault("core", {})["remote"] = REMOTE
             conf["core"]["site_cache_dir"] = str(settings.home / "dvc-site")
             conf.setdefault("cache", {})["dir"] = str(settings.home / "dvc-cache")
-            conf.setdefault("remote", {})[REMOTE] = {"url": _dvc_remote(settings)}
+            conf.setdefault("remote", {})[REMOTE] = _remote_config(settings)
         repo.close()
         repo = Repo(str(root))
         yield repo

@@ -105,11 +105,16 @@ class ZooService:
             self.tasks = [t for t in self.runner_types if _cached(self.settings, t)]
         # The all-tasks service also watches tasks that have no champion yet.
         self.watched = list(self.runner_types) if discover else list(self.tasks)
+        metrics = zoo_metrics()
+        for task in self.watched:  # export the counters at 0 from the start: increase() misses a series' first value
+            metrics.load_failures.labels(task)
+            metrics.registry_errors.labels(task)
         for task in self.tasks:
             try:
                 self.refresh(task)
             except RegistryUnavailable as exc:
                 self._load_cached(task, exc)
+            metrics.model_ready.labels(task).set(float(task in self.runners))
         if not self.tasks:
             self.problems["*"] = f"no task has a champion in the registry at {self.settings.registry_uri}"
             log.error(self.problems["*"])
@@ -146,7 +151,7 @@ class ZooService:
             mv = modelstore.by_alias(c, name, modelstore.CHAMPION)
         except Exception as exc:
             zoo_metrics().registry_errors.labels(task).inc()
-            raise RegistryUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise RegistryUnavailable(modelstore.explain(exc, self.settings.registry_uri)) from exc
         if mv is None:
             if task not in self.runners and task in self.tasks:
                 self.problems[task] = f"{name} has no champion in the registry at {self.settings.registry_uri}"
@@ -181,6 +186,7 @@ class ZooService:
         self._failed.pop(task, None)
         LOADED_VERSIONS[task] = model.version
         zoo_metrics().model_version.labels(task).set(float(model.version))
+        zoo_metrics().model_ready.labels(task).set(1.0)
         log.info("serving %s version %s", task, model.version)
 
     def _follow(self) -> None:

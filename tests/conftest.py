@@ -102,6 +102,25 @@ def project(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harn
         yield settings
 
 
+def _postgres_up(host: str = "127.0.0.1", port: int = 5432) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Production-mode tests need the PostgreSQL server; without one they are skipped, saying why."""
+    if any(item.get_closest_marker("postgres") for item in items) and not _postgres_up():
+        skip = pytest.mark.skip(reason="PostgreSQL is not listening on 127.0.0.1:5432 (production-mode tests need it)")
+        for item in items:
+            if item.get_closest_marker("postgres"):
+                item.add_marker(skip)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import shutil
 

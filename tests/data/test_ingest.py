@@ -51,6 +51,27 @@ def test_pull_restores_deleted_data_from_the_remote(tmp_path: Path, mirror: Path
     assert (s.project_root / "data" / "movie_lens_sample" / "ratings.csv").is_file()
 
 
+def test_an_s3_remote_is_configuration_alone(tmp_path: Path, mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dvc.repo import Repo
+
+    env = make_project(tmp_path / "p", mirror)
+    s = Settings.from_env(env)
+    monkeypatch.setenv("ZOO_DVC_REMOTE", "s3://zoo-data/dvc")
+    monkeypatch.setenv("ZOO_DVC_S3_ENDPOINT", "http://minio:9000")
+    with ingest.dvc_repo(s.project_root, s):
+        pass
+    repo = Repo(str(s.project_root))
+    try:
+        remote = repo.config["remote"][ingest.REMOTE]
+        assert remote["url"] == "s3://zoo-data/dvc"
+        assert remote["endpointurl"] == "http://minio:9000"
+        assert repo.config["core"]["remote"] == ingest.REMOTE
+    finally:
+        repo.close()
+    # The committed config never learns the production remote: it lives in .dvc/config.local.
+    assert "zoo-data" not in (s.project_root / ".dvc" / "config").read_text()
+
+
 def test_mirror_without_the_dataset_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ingest.IngestError, match="no folder mnist_tiny"):
         ingest.fetch("mnist_tiny", tmp_path / "data", mirror=tmp_path)
