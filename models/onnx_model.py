@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,22 +34,63 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def providers() -> list[str]:
-    """Execution providers to use, best first: TensorRT and CUDA when present, else CPU."""
+ACCELERATED = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU = "CPUExecutionProvider"
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def accelerated_providers() -> tuple[str, ...]:
+    """ONNX Runtime's TensorRT and CUDA providers, where installed and a CUDA GPU is present.
+
+    Says once per process when there are none, so that a GPU host without
+    ``onnxruntime-gpu`` (or without a visible GPU) does not go unnoticed.
+    """
     available = ort.get_available_providers()
-    wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
-    return [*wanted, "CPUExecutionProvider"]
+    found = tuple(p for p in ACCELERATED if p in available)
+    if found and not _cuda_visible():
+        found = ()
+    if not found:
+        log.info("no CUDA GPU with ONNX Runtime's TensorRT or CUDA provider here: serving with the CPU provider")
+    return found
 
 
-def make_session(model: bytes, threads: int | None = None) -> ort.InferenceSession:
-    """An ONNX Runtime session with full graph optimisation and no thread spinning."""
+def _cuda_visible() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # a serving image without torch: trust ONNX Runtime's own list
+        return True
+
+
+def providers(accelerate: bool = True) -> list[str | tuple[str, dict[str, Any]]]:
+    """Execution providers, best first: TensorRT (an FP16 engine, cached under ZOO_HOME), CUDA, then CPU."""
+    chosen: list[str | tuple[str, dict[str, Any]]] = []
+    for name in accelerated_providers() if accelerate else ():
+        if name == "TensorrtExecutionProvider":
+            cache = Path(os.environ.get("ZOO_HOME", ".zoo")) / "cache" / "tensorrt"
+            cache.mkdir(parents=True, exist_ok=True)
+            chosen.append(
+                (name, {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)})
+            )
+        else:
+            chosen.append(name)
+    return [*chosen, CPU]
+
+
+def make_session(model: bytes, threads: int | None = None, accelerate: bool = True) -> ort.InferenceSession:
+    """An ONNX Runtime session with full graph optimisation and no thread spinning.
+
+    ``accelerate=False`` keeps it on the CPU provider (the export's reference parity check).
+    """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     threads = threads or int(os.environ.get("ZOO_ORT_THREADS", "0"))
     if threads:
         opts.intra_op_num_threads = threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, sess_options=opts, providers=providers())
+    return ort.InferenceSession(model, sess_options=opts, providers=providers(accelerate))
 
 
 def reference_inputs(spec: dict[str, Any], batch: int = 1, seed: int = 0) -> list[np.ndarray]:

@@ -18,6 +18,7 @@ from prefect.tasks import exponential_backoff
 
 from models import modelstore
 from models.export import ExportResult, check_task_parity, export_onnx
+from models.onnx_model import accelerated_providers
 from models.plots import learning_curves
 from models.registry import get_task
 from models.settings import Settings
@@ -143,7 +144,13 @@ def export(task_name: str, data: Dataset, result: FitResult, settings: Settings,
     t = get_task(task_name)
     path = export_onnx(t, result.net, data.spec, data.valid_x, out_dir / "model.onnx")
     checked = check_task_parity(t, result.net, path, data.spec, data)
-    modelstore.client(settings).log_metric(run_id, "onnx_max_abs_diff", checked.max_abs_diff)
+    c = modelstore.client(settings)
+    c.log_metric(run_id, "onnx_max_abs_diff", checked.max_abs_diff)
+    accelerated = accelerated_providers()
+    c.set_tag(run_id, "onnx_accelerated_providers", ",".join(accelerated) or "none (CPU provider only)")
+    if accelerated:  # the same check on the GPU engine the services will build (TensorRT FP16, or CUDA)
+        on_gpu = check_task_parity(t, result.net, path, data.spec, data, accelerate=True)
+        c.log_metric(run_id, "onnx_gpu_max_abs_diff", on_gpu.max_abs_diff)
     return checked
 
 
