@@ -114,6 +114,14 @@ class Task(ABC):
             raise KeyError(f"task {self.name!r} has no config {name!r}; known: {sorted(self.configs)}")
         return self.config_class(**{**self.configs[name], **overrides})
 
+    def generate(self, name: str, target: Path) -> bool:
+        """Create dataset ``name`` (one of ``datasets``) in the new folder ``target``, e.g. a seeded synthetic sample.
+
+        Returns False, the default, when this task does not generate it: ingest then
+        copies it from the mirror or downloads it. Must give the same bytes each time.
+        """
+        return False
+
     @abstractmethod
     def validate(self, data_dir: Path, config: TrainConfig) -> list[str]:
         """Check the task's raw data against its declared schema; returns the problems found."""

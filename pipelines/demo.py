@@ -45,7 +45,22 @@ def _recommend(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]
     return calls
 
 
-QUERIES: dict[str, Query] = {"classify": _classify, "recommend": _recommend}
+def _sales(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+    import pandas as pd
+
+    train = pd.read_csv(data / "rossmann_sample" / "train.csv", dtype={"StateHoliday": str})
+    last = train["Date"].max()  # the newest day and store 1's latest promo day: both in the validation weeks
+    promo = train[(train["Store"] == 1) & (train["Promo"] == 1) & (train["Open"] == 1)]["Date"].max()
+    rows = train[((train["Date"] == last) & (train["Store"] <= 3)) | ((train["Date"] == promo) & (train["Store"] == 1))]
+    fields = ["Store", "Date", "Open", "Promo", "StateHoliday", "SchoolHoliday"]
+    records = [{k: (v if k in ("Date", "StateHoliday") else int(v)) for k, v in row.items()} for row in rows[fields].to_dict("records")]
+    records.append({**records[0], "Store": 99999})  # an unknown store: served as an average store, counted in /metrics
+    answer = client.sales(records=records)
+    answer["actual"] = [int(v) for v in rows["Sales"]] + [None]
+    return [("sales", {"records": records}, answer)]
+
+
+QUERIES: dict[str, Query] = {"classify": _classify, "recommend": _recommend, "sales": _sales}
 
 
 def run_demo(settings: Settings, config: str, console: Console) -> None:

@@ -96,10 +96,32 @@ def project(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harn
 
     with project_env(make_project(tmp_path_factory.mktemp("project"), mirror)) as settings:
         ingest.ingest(settings)
-        for task in ("classify", "recommend"):
+        for task in ("classify", "recommend", "sales"):
             result = retrain(task, "tiny", progress=False)
             promotion.promote(settings, task, result.version, reason="test fixture")
         yield settings
+
+
+SERVED_ENV = {"ZOO_MAX_BODY_BYTES": "300000", "ZOO_MAX_IMAGE_PIXELS": "4000000"}
+"""Caps of the shared test service (small, so that the tests can cross them cheaply)."""
+
+
+@pytest.fixture(scope="session")
+def served(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real ``bentoml serve`` of every task (``services.zoo:Zoo``) for the whole session; yields its URL."""
+    import bentoml
+
+    from pipelines.serving import running_server
+
+    log = tmp_path_factory.mktemp("served") / "serve.log"
+    with running_server(project, log=log, extra_env=SERVED_ENV) as url:
+        try:
+            with bentoml.SyncHTTPClient(url, server_ready_timeout=240):
+                pass
+        except Exception:
+            print(log.read_text()[-5000:])
+            raise
+        yield url
 
 
 def _postgres_up(host: str = "127.0.0.1", port: int = 5432) -> bool:

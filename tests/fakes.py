@@ -43,8 +43,16 @@ def write_ratings(root: Path, users: int = 30, movies: int = 25, seed: int = 0) 
     return folder
 
 
+def write_rossmann_like(root: Path, stores: int = 6, seed: int = 0) -> Path:
+    """``rossmann_sample`` layout (Kaggle's train.csv, store.csv): the task's own generator, small."""
+    from models.tasks.sales import write_rossmann
+
+    return write_rossmann(root / "rossmann_sample", n_stores=stores, start="2014-10-01", end="2015-07-31", seed=seed)
+
+
 def write_mirror(root: Path) -> Path:
     """A ``ZOO_DATA_MIRROR`` holding every dataset the registered tasks need."""
     write_mnist_like(root)
     write_ratings(root)
+    write_rossmann_like(root)
     return root

@@ -14,14 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bentoml
 import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.settings import Settings
-from pipelines.serving import free_port, running_server
+from pipelines.serving import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -195,18 +193,11 @@ def wait_for(what: str, check: Any, timeout: float, log: Path | None = None) -> 
 
 
 @pytest.fixture(scope="module")
-def service(project: Settings, mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, bytes]]:
-    log = tmp_path_factory.mktemp("prom-serve") / "serve.log"
+def service(served: str, mirror: Path) -> tuple[str, bytes]:
+    """The session's shared service, with traffic so that every series exists from the first scrape."""
     image = sorted((mirror / "mnist_tiny" / "valid" / "7").glob("*.png"))[0].read_bytes()
-    with running_server(project, log=log) as url:
-        try:
-            with bentoml.SyncHTTPClient(url, server_ready_timeout=180):
-                pass
-        except Exception:
-            print(log.read_text()[-5000:])
-            raise
-        send_traffic(url, image)  # every series exists from Prometheus' first scrape
-        yield url, image
+    send_traffic(served, image)
+    return served, image
 
 
 @pytest.fixture(scope="module")

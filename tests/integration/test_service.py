@@ -13,24 +13,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SERVED_ENV
 from models.settings import Settings
 from pipelines.serving import running_server
 
 pytestmark = pytest.mark.slow
-BODY_CAP = 300_000
+BODY_CAP = int(SERVED_ENV["ZOO_MAX_BODY_BYTES"])
 
 
 @pytest.fixture(scope="module")
-def server(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("logs") / "serve.log"
-    with running_server(project, log=log, extra_env={"ZOO_MAX_BODY_BYTES": str(BODY_CAP), "ZOO_MAX_IMAGE_PIXELS": "4000000"}) as url:
-        try:
-            with bentoml.SyncHTTPClient(url, server_ready_timeout=180):
-                pass
-        except Exception:
-            print(log.read_text()[-5000:])
-            raise
-        yield url
+def server(served: str) -> str:
+    """The session's shared service (``ZOO_MAX_BODY_BYTES`` = ``BODY_CAP``)."""
+    return served
 
 
 @pytest.fixture()
