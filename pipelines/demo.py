@@ -60,7 +60,47 @@ def _sales(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
     return [("sales", {"records": records}, answer)]
 
 
-QUERIES: dict[str, Query] = {"classify": _classify, "recommend": _recommend, "sales": _sales}
+def _demo_dir() -> Path:
+    folder = Settings.from_env().home / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _segment(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+    import base64
+
+    images = sorted((data / "camvid_tiny" / "images").iterdir())[:2]
+    calls = []
+    for image in images:
+        answer = client.segment(image=image, overlay=True)
+        out = _demo_dir()
+        for key, suffix in (("mask_png", "mask"), ("overlay_png", "overlay")):
+            if answer.get(key):
+                png = base64.b64decode(answer[key])
+                (out / f"segment-{image.stem}-{suffix}.png").write_bytes(png)
+                answer[key] = f"<{len(png)} bytes of PNG, saved as {out / f'segment-{image.stem}-{suffix}.png'}>"
+        answer["shares"] = answer["shares"][:5]  # the five largest classes
+        answer.pop("classes", None)
+        calls.append(("segment", {"image": image.name, "overlay": True}, answer))
+    return calls
+
+
+def _superres(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+    from PIL import Image
+
+    photo = sorted((data / "camvid_tiny" / "images").iterdir())[0]
+    small = _demo_dir() / f"superres-{photo.stem}-input.png"
+    with Image.open(photo) as img:
+        low = img.convert("RGB").resize((img.width // 2, img.height // 2), Image.Resampling.BILINEAR)
+    low.save(small)
+    upscaled = client.superres(image=small)
+    dest = _demo_dir() / f"superres-{photo.stem}-2x.png"
+    upscaled.save(dest)
+    answer = {"input_size": list(low.size), "output_size": list(upscaled.size), "saved": str(dest), "png_bytes": dest.stat().st_size}
+    return [("superres", {"image": small.name}, answer)]
+
+
+QUERIES: dict[str, Query] = {"classify": _classify, "recommend": _recommend, "segment": _segment, "superres": _superres, "sales": _sales}
 
 
 def run_demo(settings: Settings, config: str, console: Console) -> None:

@@ -7,10 +7,12 @@ import bentoml
 from services.base import ZooService, service_options, with_middleware
 from services.classify import ClassifyAPI
 from services.recommend import RecommendAPI
+from services.segment import SegmentAPI
+from services.superres import SuperresAPI
 from services.sales import SalesAPI
 
 
 @with_middleware
 @bentoml.service(name="zoo", **service_options())
-class Zoo(ClassifyAPI, RecommendAPI, SalesAPI, ZooService):
+class Zoo(ClassifyAPI, RecommendAPI, SalesAPI, SegmentAPI, SuperresAPI, ZooService):
     """Serves whichever tasks have a champion; the other APIs answer 503."""

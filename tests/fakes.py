@@ -43,6 +43,48 @@ def write_ratings(root: Path, users: int = 30, movies: int = 25, seed: int = 0) 
     return folder
 
 
+POSITIVE_WORDS = ("great", "wonderful", "loved", "brilliant", "superb", "moving", "best", "enjoyed")
+NEGATIVE_WORDS = ("awful", "boring", "hated", "terrible", "worst", "dull", "waste", "poor")
+NEUTRAL_WORDS = ("the", "movie", "film", "plot", "actor", "scene", "story", "and", "was", "it", "a", "of", "this", "director")
+
+
+CAMVID_CODES = ("Building", "Car", "Road", "Sky", "Tree", "Void")
+CAMVID_COLOURS = {"Building": (150, 90, 40), "Car": (220, 30, 30), "Road": (110, 110, 110), "Sky": (90, 150, 230), "Tree": (30, 150, 40)}
+
+
+def write_camvid_like(root: Path, n: int = 80, size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
+    """``camvid_tiny`` layout: ``images/<stem>.png``, ``labels/<stem>_P.png``, ``codes.txt`` (no ``valid.txt``).
+
+    Learnable: sky above road, plus rectangles of buildings, cars and trees; a pixel's
+    class is its colour (with noise). A black strip at the bottom is ``Void``.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / "camvid_tiny"
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    (folder / "codes.txt").write_text("\n".join(CAMVID_CODES) + "\n")
+    index = {c: i for i, c in enumerate(CAMVID_CODES)}
+    colours = np.zeros((len(CAMVID_CODES), 3), dtype=np.int16)
+    for cls, rgb in CAMVID_COLOURS.items():
+        colours[index[cls]] = rgb
+    h, w = size
+    for i in range(n):
+        label = np.full((h, w), index["Road"], dtype=np.uint8)
+        horizon = int(rng.integers(h // 3, h // 2 + 1))
+        label[:horizon] = index["Sky"]
+        for cls in ("Building", "Tree", "Car"):
+            for _ in range(int(rng.integers(1, 3))):
+                bh, bw = int(rng.integers(h // 6, h // 2)), int(rng.integers(w // 8, w // 3))
+                top, left = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
+                label[top : top + bh, left : left + bw] = index[cls]
+        label[h - 3 :] = index["Void"]
+        img = colours[label] + rng.integers(-20, 21, size=(h, w, 3))
+        stem = f"0001TP_{i:06d}"
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / "images" / f"{stem}.png")
+        Image.fromarray(label, mode="L").save(folder / "labels" / f"{stem}_P.png")
+    return folder
+
+
 def write_rossmann_like(root: Path, stores: int = 6, seed: int = 0) -> Path:
     """``rossmann_sample`` layout (Kaggle's train.csv, store.csv): the task's own generator, small."""
     from models.tasks.sales import write_rossmann
@@ -55,4 +97,5 @@ def write_mirror(root: Path) -> Path:
     write_mnist_like(root)
     write_ratings(root)
     write_rossmann_like(root)
+    write_camvid_like(root)
     return root

@@ -1,0 +1,413 @@
+"""``segment``: CamVid semantic segmentation with the course's U-Net (lesson 3).
+
+Data: ``camvid_tiny`` (sample) or CamVid (real), the same layout:
+``images/<stem>.png``, ``labels/<stem>_P.png`` (8-bit class index per pixel),
+``codes.txt`` (one class name per line, in index order) and optionally
+``valid.txt`` (validation image file names); without it, a seeded random split.
+
+``Void`` pixels (and any label outside ``codes.txt``) are stored as
+:data:`IGNORE` in the targets: the loss and the metrics skip them, as the
+course's ``acc_camvid`` does.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
+from models.unet import ARCHS, DynamicUnet
+
+IGNORE = 255
+"""Target value of pixels the loss and metrics skip (``Void``, unknown codes)."""
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class SegmentConfig(TrainConfig):
+    dataset: str = "camvid_tiny"
+    arch: str = "resnet18"
+    width: float = 1.0
+    """Decoder width relative to fast.ai's ``DynamicUnet``."""
+    image_size: tuple[int, int] = (96, 128)
+    """(height, width) the images are resized to for training and serving."""
+    weights: str | None = None
+    """Encoder weights (a ResNet state dict, safetensors or ``weights_only`` torch file)."""
+    encoder_lr_mult: float = 1.0
+    """Encoder learning rate relative to ``lr`` (e.g. 0.1 with trained ``weights``)."""
+    flip: bool = True
+    """Add horizontally mirrored copies of the training images."""
+    valid_pct: float = 0.2
+    void: str = "Void"
+    """The class name excluded from the loss and the metrics."""
+
+
+# ---------------------------------------------------------------- data layout
+
+
+def read_codes(root: Path) -> list[str]:
+    return [line.strip() for line in (root / "codes.txt").read_text().splitlines() if line.strip()]
+
+
+def label_path(root: Path, image: Path) -> Path:
+    return root / "labels" / f"{image.stem}_P.png"
+
+
+def split_items(root: Path, valid_pct: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Images under ``images/``: ``valid.txt`` names the validation ones, else a seeded random split."""
+    images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FileNotFoundError(f"no images in {root / 'images'}")
+    listed = root / "valid.txt"
+    if listed.is_file():
+        names = {line.strip() for line in listed.read_text().splitlines() if line.strip()}
+        valid = [p for p in images if p.name in names]
+        return [p for p in images if p.name not in names], valid
+    shuffled = images.copy()
+    random.Random(seed).shuffle(shuffled)
+    n_valid = max(1, int(round(len(images) * valid_pct)))
+    return sorted(shuffled[n_valid:]), sorted(shuffled[:n_valid])
+
+
+# ------------------------------------------------------------- preprocessing
+
+
+def resize_rgb(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """RGB ``uint8`` HWC array at ``size`` = (height, width), bilinear."""
+    h, w = size
+    img = img.convert("RGB")
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def preprocess(img: Image.Image, spec: Spec) -> np.ndarray:
+    """PIL image -> normalised float32 CHW array at the spec's size. Training and serving both call this."""
+    arr = resize_rgb(img, tuple(spec["image_size"])).astype(np.float32) / 255.0
+    mean = np.asarray(spec["mean"], dtype=np.float32)
+    std = np.asarray(spec["std"], dtype=np.float32)
+    return ((arr - mean) / std).transpose(2, 0, 1).copy()
+
+
+def preprocess_mask(mask: Image.Image, spec: Spec) -> np.ndarray:
+    """Label PNG -> ``uint8`` HW class indices at the spec's size (nearest); Void and unknown -> ``IGNORE``."""
+    h, w = spec["image_size"]
+    if mask.mode not in ("L", "P"):
+        mask = mask.convert("L")
+    if mask.size != (w, h):
+        mask = mask.resize((w, h), Image.Resampling.NEAREST)
+    arr = np.asarray(mask, dtype=np.uint8).copy()
+    arr[arr >= len(spec["classes"])] = IGNORE
+    if spec.get("void") is not None:
+        arr[arr == spec["void"]] = IGNORE
+    return arr
+
+
+def predict_mask(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Logits ``(C, h, w)`` of one image -> ``uint8`` class indices at ``size`` = (width, height), nearest."""
+    pred = logits.argmax(axis=0).astype(np.uint8)
+    img = Image.fromarray(pred, mode="L")
+    if img.size != tuple(size):
+        img = img.resize(tuple(size), Image.Resampling.NEAREST)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def class_shares(mask: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
+    """Share of the pixels per class present in ``mask``, largest first."""
+    counts = np.bincount(mask.ravel(), minlength=len(classes))[: len(classes)]
+    total = max(int(mask.size), 1)
+    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+    return [{"label": classes[i], "index": i, "share": round(float(counts[i]) / total, 6)} for i in order]
+
+
+def palette(n: int) -> np.ndarray:
+    """A fixed ``(n, 3)`` uint8 colour per class (``Void`` and unknown get black where used)."""
+    rng = np.random.default_rng(12345)
+    base = np.array(
+        [[128, 64, 128], [70, 130, 180], [70, 70, 70], [107, 142, 35], [220, 20, 60], [0, 0, 142], [244, 35, 232],
+         [250, 170, 30], [220, 220, 0], [152, 251, 152], [190, 153, 153], [102, 102, 156], [0, 60, 100], [119, 11, 32]],
+        dtype=np.uint8,
+    )
+    extra = rng.integers(40, 256, size=(max(n - len(base), 0), 3), dtype=np.uint8)
+    return np.concatenate([base, extra])[:n]
+
+
+def colourise(mask: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class indices -> RGB uint8 (indices outside the classes are black)."""
+    colours = np.concatenate([palette(n_classes), np.zeros((256 - n_classes, 3), dtype=np.uint8)])
+    return colours[mask]
+
+
+def overlay(photo: np.ndarray, mask: np.ndarray, n_classes: int) -> np.ndarray:
+    """The colourised mask blended half and half over an RGB uint8 photo of the same size (integer maths: big images)."""
+    blended = photo.astype(np.uint16)
+    blended += colourise(mask, n_classes)
+    blended += 1
+    blended //= 2
+    return blended.astype(np.uint8)
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """An HW (8-bit grey) or HWC (RGB) uint8 array as PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+# -------------------------------------------------------------------- metrics
+
+
+def pixel_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
+    """Share of correctly labelled pixels among those not ``IGNORE`` (the course's ``acc_camvid``)."""
+    keep = target != IGNORE
+    return float((pred[keep] == target[keep]).mean()) if keep.any() else float("nan")
+
+
+def mean_iou(pred: np.ndarray, target: np.ndarray, n_classes: int) -> float:
+    """Mean over classes present in the truth or the prediction of intersection / union, ``IGNORE`` skipped."""
+    keep = target != IGNORE
+    p, t = pred[keep].astype(np.int64), target[keep].astype(np.int64)
+    inter = np.bincount(t[p == t], minlength=n_classes)[:n_classes]
+    area_p = np.bincount(p, minlength=n_classes)[:n_classes]
+    area_t = np.bincount(t, minlength=n_classes)[:n_classes]
+    union = area_p + area_t - inter
+    present = union > 0
+    return float((inter[present] / union[present]).mean()) if present.any() else float("nan")
+
+
+def _argmax(output: np.ndarray) -> np.ndarray:
+    return output.argmax(axis=1).astype(np.uint8)
+
+
+class Segment(Task):
+    name = "segment"
+    datasets = ("camvid_tiny",)
+    metric_name = "accuracy"
+    higher_is_better = True
+    config_class = SegmentConfig
+    promotion = PromotionPolicy(tolerance=0.01, latency_budget_ms=400.0)
+    parity_atol = 1e-4
+    parity_rtol = 1e-3
+    configs = {
+        "demo": {"epochs": 14, "batch_size": 8, "lr": 3e-3, "weight_decay": 0.01, "arch": "resnet18", "width": 0.25},
+        "tiny": {
+            "epochs": 1,
+            "batch_size": 16,
+            "lr": 3e-3,
+            "limit": 32,
+            "arch": "resnet10",
+            "width": 0.125,
+            "image_size": (32, 48),
+            "flip": False,
+        },
+    }
+
+    # ------------------------------------------------------------------ data
+
+    def validate(self, data_dir: Path, config: TrainConfig) -> list[str]:
+        """Layout, codes (with the Void class when one is named), a mask per image of the same size, decodable files."""
+        assert isinstance(config, SegmentConfig)
+        root = data_dir / config.dataset
+        problems: list[str] = []
+        for need in ("images", "labels"):
+            if not (root / need).is_dir():
+                problems.append(f"{root / need} does not exist")
+        if not (root / "codes.txt").is_file():
+            problems.append(f"{root / 'codes.txt'} does not exist")
+        if problems:
+            return problems
+        codes = read_codes(root)
+        if len(codes) < 2:
+            problems.append(f"codes.txt names {len(codes)} class(es); at least 2 are needed")
+        if len(codes) > IGNORE:
+            problems.append(f"codes.txt names {len(codes)} classes; at most {IGNORE} fit 8-bit masks")
+        try:
+            train, valid = split_items(root, config.valid_pct, config.seed)
+        except (FileNotFoundError, OSError) as exc:
+            return [*problems, str(exc)]
+        if len(train) < 2:
+            problems.append(f"{len(train)} training image(s); at least 2 are needed")
+        if not valid:
+            problems.append("the validation split is empty")
+        missing, broken, mismatched = [], [], []
+        for image in train + valid:
+            label = label_path(root, image)
+            if not label.is_file():
+                missing.append(label.name)
+                continue
+            try:
+                with Image.open(image) as a, Image.open(label) as b:
+                    if a.size != b.size:
+                        mismatched.append(f"{image.name} {a.size} vs {b.size}")
+                    a.verify()
+                    b.verify()
+            except Exception:  # any decoder error means the pair is unusable
+                broken.append(image.name)
+        if missing:
+            problems.append(f"{len(missing)} image(s) have no mask labels/<stem>_P.png, e.g. {missing[:5]}")
+        if broken:
+            problems.append(f"{len(broken)} image/mask pair(s) do not decode, e.g. {broken[:5]}")
+        if mismatched:
+            problems.append(f"{len(mismatched)} mask(s) differ in size from their image, e.g. {mismatched[:3]}")
+        return problems
+
+    def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
+        assert isinstance(config, SegmentConfig)
+        root = data_dir / config.dataset
+        codes = read_codes(root)
+        train, valid = split_items(root, config.valid_pct, config.seed)
+        if config.limit:
+            train, valid = train[: config.limit], valid[: config.limit]
+        size = tuple(int(s) for s in config.image_size)
+        spec: Spec = {
+            "image_size": list(size),
+            "classes": codes,
+            "void": codes.index(config.void) if config.void in codes else None,
+        }
+        photos = {p: resize_rgb(Image.open(p), size) for p in train + valid}
+        spec.update(_channel_stats([photos[p] for p in train]))
+
+        def arrays(items: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+            x = np.stack([preprocess(Image.fromarray(photos[p]), spec) for p in items])
+            y = np.stack([preprocess_mask(Image.open(label_path(root, p)), spec) for p in items])
+            return x, y
+
+        tx, ty = arrays(train)
+        vx, vy = arrays(valid)
+        if config.flip:
+            tx = np.concatenate([tx, tx[..., ::-1]]).copy()
+            ty = np.concatenate([ty, ty[..., ::-1]]).copy()
+        extras = {"valid_photos": np.stack([photos[p] for p in valid]), "valid_names": [p.name for p in valid]}
+        return Dataset((tx,), ty, (vx,), vy, spec, extras)
+
+    # --------------------------------------------------------------- network
+
+    def build(self, spec: Spec, config: TrainConfig) -> nn.Module:
+        assert isinstance(config, SegmentConfig)
+        if config.arch not in ARCHS:
+            raise ValueError(f"unknown arch {config.arch!r}; known: {ARCHS}")
+        return DynamicUnet(len(spec["classes"]), config.arch, weights=config.weights, width=config.width)
+
+    def param_groups(self, net: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+        assert isinstance(config, SegmentConfig)
+        if config.encoder_lr_mult == 1.0 or not isinstance(net, DynamicUnet):
+            return super().param_groups(net, config)
+        encoder = {id(p) for p in net.encoder_parameters()}
+        return [
+            {"params": [p for p in net.parameters() if id(p) in encoder], "lr": config.lr * config.encoder_lr_mult},
+            {"params": [p for p in net.parameters() if id(p) not in encoder], "lr": config.lr},
+        ]
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Pixel cross-entropy over the pixels that are not ``IGNORE`` (Void)."""
+        target = target.long()
+        counted = (target != IGNORE).sum()
+        total = F.cross_entropy(output, target, ignore_index=IGNORE, reduction="sum")
+        return total / counted.clamp(min=1)
+
+    def metric(self, output: np.ndarray, target: np.ndarray) -> float:
+        return pixel_accuracy(_argmax(output), target)
+
+    def extra_metrics(self, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        return {"mean_iou": mean_iou(_argmax(output), target, output.shape[1])}
+
+    def baseline(self, data: Dataset) -> float:
+        """Predict the most frequent (non-Void) training class everywhere."""
+        return pixel_accuracy(np.full_like(data.valid_y, self._majority(data)), data.valid_y)
+
+    def extra_baselines(self, data: Dataset, config: TrainConfig) -> dict[str, float]:
+        """The majority class's mean IoU, and the accuracy of the most frequent class at each pixel position."""
+        majority = np.full_like(data.valid_y, self._majority(data))
+        n = len(data.spec["classes"])
+        prior = _position_prior(data.train_y, n)
+        return {
+            "mean_iou": mean_iou(majority, data.valid_y, n),
+            "position_prior": pixel_accuracy(np.broadcast_to(prior, data.valid_y.shape), data.valid_y),
+        }
+
+    @staticmethod
+    def _majority(data: Dataset) -> int:
+        counts = np.bincount(data.train_y.ravel(), minlength=IGNORE + 1)
+        counts[IGNORE] = 0
+        return int(counts.argmax())
+
+    # ------------------------------------------------------------------ ONNX
+
+    def inputs(self, spec: Spec) -> list[TensorSpec]:
+        return [TensorSpec("image", "float32", ("batch", 3, "height", "width"))]
+
+    def outputs(self, spec: Spec) -> list[TensorSpec]:
+        return [TensorSpec("logits", "float32", ("batch", len(spec["classes"]), "height", "width"))]
+
+    def reference_sizes(self, spec: Spec) -> dict[str, int]:
+        h, w = spec["image_size"]
+        return {"height": int(h), "width": int(w)}
+
+    def parity_view(self, output: np.ndarray) -> np.ndarray:
+        """Class probabilities: what the argmax the service returns is taken from."""
+        z = np.exp(output - output.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def parity_inputs(self, data: Dataset) -> list[tuple[np.ndarray, ...]]:
+        """Batch 1 and 4 at the training size, and batches 1 and 3 at two other (odd) sizes."""
+        (x,) = data.valid_x
+        h, w = x.shape[-2:]
+        crop = x[:3, :, : max(h - 13, 8), : max(w - 27, 8)]
+        big = torch.nn.functional.interpolate(torch.from_numpy(x[:2]), size=(h + h // 3 + 1, w + w // 4 + 3), mode="bilinear")
+        return [(x[:1],), (x[:4],), (np.ascontiguousarray(crop[:1]),), (np.ascontiguousarray(crop),), (big.numpy(),)]
+
+    # --------------------------------------------------------------- figures
+
+    def figures(self, data: Dataset, output: np.ndarray) -> dict[str, Any]:
+        """Photo, truth and prediction side by side for a few validation images."""
+        from matplotlib.figure import Figure
+
+        n_classes = len(data.spec["classes"])
+        photos = data.extras.get("valid_photos")
+        names = data.extras.get("valid_names", [])
+        pred = _argmax(output)
+        rows = min(4, len(pred))
+        fig = Figure(figsize=(9, 2.6 * max(rows, 1)))
+        axes = np.atleast_2d(fig.subplots(max(rows, 1), 3, squeeze=False))
+        for i in range(rows):
+            photo = photos[i] if photos is not None else np.zeros((*pred.shape[1:], 3), dtype=np.uint8)
+            acc = pixel_accuracy(pred[i], data.valid_y[i])
+            panels = [(photo, names[i] if i < len(names) else "photo"), (colourise(data.valid_y[i], n_classes), "truth"),
+                      (colourise(pred[i], n_classes), f"prediction (acc {acc:.2f})")]
+            for ax, (img, title) in zip(axes[i], panels):
+                ax.imshow(img)
+                ax.set_title(title, fontsize=9)
+                ax.axis("off")
+        fig.suptitle("Validation: photo, truth, prediction (Void black in the truth)")
+        fig.tight_layout()
+        return {"predictions.png": fig}
+
+
+def _position_prior(train_y: np.ndarray, n: int) -> np.ndarray:
+    """The most frequent non-ignored class at each pixel position of the training masks."""
+    counts = np.zeros((n, *train_y.shape[1:]), dtype=np.int32)
+    rows, cols = np.indices(train_y.shape[1:])
+    for y in train_y:
+        keep = y != IGNORE
+        np.add.at(counts, (y[keep].astype(np.int64), rows[keep], cols[keep]), 1)
+    return counts.argmax(axis=0).astype(np.uint8)
+
+
+def _channel_stats(photos: list[np.ndarray]) -> dict[str, list[float]]:
+    """Per-channel mean and std of the training photos (uint8 HWC) at the model's input size."""
+    stack = np.stack(photos).astype(np.float64) / 255.0
+    mean = stack.mean(axis=(0, 1, 2))
+    std = np.maximum(stack.std(axis=(0, 1, 2)), 1e-3)
+    return {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std]}
+
+
+TASK = Segment()
