@@ -100,7 +100,17 @@ def _superres(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
     return [("superres", {"image": small.name}, answer)]
 
 
-QUERIES: dict[str, Query] = {"classify": _classify, "recommend": _recommend, "segment": _segment, "superres": _superres, "sales": _sales}
+def _sentiment(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+    positive = "One of the best films I have seen this year. The acting is superb and the story moved me to tears. I loved it!"
+    negative = "What a waste of two hours. The plot is dull, the dialogue is awful and I was bored from start to finish."
+    long = " ".join([negative] * 60 + [positive])  # longer than the model reads: only its end is kept
+    texts = [positive, negative, long]
+    answer = client.sentiment(texts=texts)
+    shown = [positive, negative, f"<{len(long)} characters: the negative review 60 times, then the positive one>"]
+    return [("sentiment", {"texts": shown}, answer)]
+
+
+QUERIES: dict[str, Query] = {"classify": _classify, "recommend": _recommend, "segment": _segment, "superres": _superres, "sales": _sales, "sentiment": _sentiment}
 
 
 def run_demo(settings: Settings, config: str, console: Console) -> None:

@@ -10,9 +10,10 @@ from services.recommend import RecommendAPI
 from services.segment import SegmentAPI
 from services.superres import SuperresAPI
 from services.sales import SalesAPI
+from services.sentiment import SentimentAPI
 
 
 @with_middleware
 @bentoml.service(name="zoo", **service_options())
-class Zoo(ClassifyAPI, RecommendAPI, SalesAPI, SegmentAPI, SuperresAPI, ZooService):
+class Zoo(ClassifyAPI, RecommendAPI, SalesAPI, SegmentAPI, SentimentAPI, SuperresAPI, ZooService):
     """Serves whichever tasks have a champion; the other APIs answer 503."""

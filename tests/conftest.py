@@ -96,7 +96,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harn
 
     with project_env(make_project(tmp_path_factory.mktemp("project"), mirror)) as settings:
         ingest.ingest(settings)
-        for task in ("classify", "recommend", "sales", "segment", "superres"):
+        for task in ("classify", "recommend", "sales", "segment", "superres", "sentiment"):
             result = retrain(task, "tiny", progress=False)
             promotion.promote(settings, task, result.version, reason="test fixture")
         yield settings

@@ -48,6 +48,27 @@ NEGATIVE_WORDS = ("awful", "boring", "hated", "terrible", "worst", "dull", "wast
 NEUTRAL_WORDS = ("the", "movie", "film", "plot", "actor", "scene", "story", "and", "was", "it", "a", "of", "this", "director")
 
 
+def write_imdb_like(root: Path, n_train: int = 96, n_valid: int = 32, seed: int = 0) -> Path:
+    """``imdb_sample`` layout: ``texts.csv`` with label,text,is_valid; positive and negative words tell the labels apart."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    folder = root / "imdb_sample"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "texts.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "text", "is_valid"])
+        for i in range(n_train + n_valid):
+            label = "positive" if i % 2 == 0 else "negative"
+            cue = POSITIVE_WORDS if label == "positive" else NEGATIVE_WORDS
+            words = [str(w) for w in rng.choice(NEUTRAL_WORDS, size=int(rng.integers(8, 40)))]
+            for _ in range(int(rng.integers(2, 5))):
+                words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(cue)))
+            text = " ".join(words).capitalize() + ("!" if i % 3 == 0 else ".")
+            writer.writerow([label, text, "True" if i >= n_train else "False"])
+    return folder
+
+
 CAMVID_CODES = ("Building", "Car", "Road", "Sky", "Tree", "Void")
 CAMVID_COLOURS = {"Building": (150, 90, 40), "Car": (220, 30, 30), "Road": (110, 110, 110), "Sky": (90, 150, 230), "Tree": (30, 150, 40)}
 
@@ -98,4 +119,5 @@ def write_mirror(root: Path) -> Path:
     write_ratings(root)
     write_rossmann_like(root)
     write_camvid_like(root)
+    write_imdb_like(root)
     return root
