@@ -80,7 +80,7 @@ def test_parity_failure_registers_nothing(project: Settings, monkeypatch: pytest
     c = modelstore.client(project)
     before = {v.version for v in c.search_model_versions("name='recommend'")}
     challenger = modelstore.by_alias(c, "recommend", modelstore.CHALLENGER).version
-    monkeypatch.setattr(flows, "check_parity", broken)
+    monkeypatch.setattr(flows, "check_task_parity", broken)
     with pytest.raises(ParityError):
         flows.retrain("recommend", "tiny", progress=False, force=True)
     assert {v.version for v in c.search_model_versions("name='recommend'")} == before

@@ -104,7 +104,7 @@ def _boom(*args, **kwargs):
 def test_a_failure_at_any_step_registers_nothing(fresh: Settings, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
     targets = {
         "load-data": (type(get_task("recommend")), "load"),
-        "train": (flows, "fit"),
+        "train": (type(get_task("recommend")), "train"),
         "evaluate": (flows, "learning_curves"),
         "export": (flows, "export_onnx"),
         "register": (flows.tracking, "register"),
