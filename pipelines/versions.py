@@ -15,8 +15,10 @@ from models.settings import Settings
 from models.task import TrainConfig
 from pipelines import ingest
 
-CODE_FILES = ("models/task.py", "models/training.py", "models/export.py")
-"""Shared code that changes what any task trains or exports, besides the task's own module."""
+ROOT = Path(__file__).resolve().parent.parent
+CODE_DIR = "models"
+"""Shared code (every module of ``models/`` outside ``models/tasks/``: the contract, training, export,
+and what tasks build on, e.g. ``unet.py``, ``text.py``) changes what a task trains; so does its own module."""
 
 
 def dir_manifest(settings: Settings, digest: str) -> list[dict[str, str]]:
@@ -41,10 +43,10 @@ def task_data_hash(settings: Settings, task: str) -> str:
 
 def code_hash(task: str, config: TrainConfig) -> str:
     """sha256 of the shared training code, the task's module and its resolved config."""
-    root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for rel in CODE_FILES:
-        h.update((root / rel).read_bytes())
+    for path in sorted((ROOT / CODE_DIR).glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     h.update(inspect.getsource(inspect.getmodule(type(get_task(task)))).encode())
     h.update(json.dumps(asdict(config), sort_keys=True).encode())
     return h.hexdigest()
