@@ -106,21 +106,29 @@ SERVED_ENV = {"ZOO_MAX_BODY_BYTES": "300000", "ZOO_MAX_IMAGE_PIXELS": "4000000"}
 """Caps of the shared test service (small, so that the tests can cross them cheaply)."""
 
 
-@pytest.fixture(scope="session")
-def served(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real ``bentoml serve`` of every task (``services.zoo:Zoo``) for the whole session; yields its URL."""
+@contextmanager
+def live_server(
+    settings: Settings, log: Path, task: str | None = None, env: dict[str, str] | None = None, ready_timeout: float = 240
+) -> Iterator[str]:
+    """A real ``bentoml serve`` (one task's service, or ``services.zoo:Zoo``) that answers; its log is printed if it does not."""
     import bentoml
 
     from pipelines.serving import running_server
 
-    log = tmp_path_factory.mktemp("served") / "serve.log"
-    with running_server(project, log=log, extra_env=SERVED_ENV) as url:
+    with running_server(settings, task=task, log=log, extra_env=env) as url:
         try:
-            with bentoml.SyncHTTPClient(url, server_ready_timeout=240):
+            with bentoml.SyncHTTPClient(url, server_ready_timeout=ready_timeout):
                 pass
         except Exception:
             print(log.read_text()[-5000:])
             raise
+        yield url
+
+
+@pytest.fixture(scope="session")
+def served(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real ``bentoml serve`` of every task (``services.zoo:Zoo``) for the whole session; yields its URL."""
+    with live_server(project, tmp_path_factory.mktemp("served") / "serve.log", env=SERVED_ENV) as url:
         yield url
 
 

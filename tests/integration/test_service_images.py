@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import live_server
 from models.settings import Settings
-from pipelines.serving import running_server
 
 pytestmark = pytest.mark.slow
 SUPERRES_CAP = 40_000
@@ -25,13 +25,7 @@ SUPERRES_CAP = 40_000
 def server(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("logs") / "serve-images.log"
     env = {"ZOO_TASKS": "segment,superres", "ZOO_SUPERRES_MAX_PIXELS": str(SUPERRES_CAP), "ZOO_MAX_IMAGE_PIXELS": "4000000"}
-    with running_server(project, log=log, extra_env=env) as url:
-        try:
-            with bentoml.SyncHTTPClient(url, server_ready_timeout=240):
-                pass
-        except Exception:
-            print(log.read_text()[-5000:])
-            raise
+    with live_server(project, log, env=env) as url:
         yield url
 
 

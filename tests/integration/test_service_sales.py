@@ -10,8 +10,8 @@ import bentoml
 import httpx
 import pytest
 
+from conftest import live_server
 from models.settings import Settings
-from pipelines.serving import running_server
 
 pytestmark = pytest.mark.slow
 MAX_RECORDS = 50
@@ -20,13 +20,7 @@ MAX_RECORDS = 50
 @pytest.fixture(scope="module")
 def server(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("logs") / "serve-sales.log"
-    with running_server(project, task="sales", log=log, extra_env={"ZOO_MAX_RECORDS": str(MAX_RECORDS)}) as url:
-        try:
-            with bentoml.SyncHTTPClient(url, server_ready_timeout=180):
-                pass
-        except Exception:
-            print(log.read_text()[-5000:])
-            raise
+    with live_server(project, log, task="sales", env={"ZOO_MAX_RECORDS": str(MAX_RECORDS)}) as url:
         yield url
 
 

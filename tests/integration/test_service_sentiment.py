@@ -9,8 +9,8 @@ import bentoml
 import httpx
 import pytest
 
+from conftest import live_server
 from models.settings import Settings
-from pipelines.serving import running_server
 
 pytestmark = pytest.mark.slow
 MAX_TEXTS = 5
@@ -21,13 +21,7 @@ NEGATIVE = "An awful, boring movie. I hated the plot; the worst film and a waste
 @pytest.fixture(scope="module")
 def server(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("logs") / "serve-sentiment.log"
-    with running_server(project, task="sentiment", log=log, extra_env={"ZOO_MAX_TEXTS": str(MAX_TEXTS)}) as url:
-        try:
-            with bentoml.SyncHTTPClient(url, server_ready_timeout=180):
-                pass
-        except Exception:
-            print(log.read_text()[-5000:])
-            raise
+    with live_server(project, log, task="sentiment", env={"ZOO_MAX_TEXTS": str(MAX_TEXTS)}) as url:
         yield url
 
 
