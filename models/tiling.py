@@ -1,14 +1,18 @@
 """Overlapping fixed-size tiles for image-to-image models (super-resolution serving).
 
-The image is padded by repeating its edge pixels (``margin`` on every side, and
-up to a whole number of tiles on the bottom and right), cut into ``tile`` x
-``tile`` windows whose centres (``core = tile - 2 * margin``) cover it without
-overlap, and each window's upscaled centre is written into the output. Every
-tile has the same size, so tiles of any image (and of different requests) run
-in one batch, and memory stays bounded by the tile batch whatever the image's
-size. For a model that only looks ``margin`` pixels around each output pixel
-(bicubic upscaling looks 2), tiled and whole-image results are identical;
-edge-repeating padding matches the edge clamping of bicubic upscaling.
+The image is cut into windows of ``tile`` x ``tile`` pixels (or the image's
+own height or width where it is smaller) that lie inside the image. Each
+window contributes its core: the window less ``margin`` pixels on every side
+that is not the image's own edge. Cores cover the image exactly once. A model
+whose output pixel depends on input pixels at most ``margin`` away (its
+receptive field) gives, through the tiles, exactly its whole-image result,
+image borders included (a window at the border sees the border, as the whole
+image does); with a larger receptive field the tiles differ from the whole
+image only near the cores' seams.
+
+Every window of an image at least ``tile`` pixels in both directions has the
+same shape, so tiles of different requests run in one model batch, and memory
+stays bounded by the batch of tiles whatever the image's size.
 """
 
 from __future__ import annotations
@@ -17,6 +21,27 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Tile:
+    top: int
+    left: int
+    """The core's position in the image."""
+    height: int
+    width: int
+    """The core's size."""
+    win_top: int
+    win_left: int
+    """The window's position in the image."""
+
+
+def _spans(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
+    """(core start, window start, core length) along one axis of length ``n``."""
+    if n <= tile:
+        return [(0, 0, n)]
+    core = tile - 2 * margin
+    return [(p, min(max(p - margin, 0), n - tile), min(core, n - p)) for p in range(0, n, core)]
 
 
 @dataclass(frozen=True)
@@ -34,47 +59,33 @@ class TilePlan:
             raise ValueError(f"cannot tile an empty {self.height}x{self.width} image")
 
     @property
-    def core(self) -> int:
-        return self.tile - 2 * self.margin
+    def window(self) -> tuple[int, int]:
+        """(height, width) of every window of this image."""
+        return min(self.tile, self.height), min(self.tile, self.width)
 
-    @property
-    def rows(self) -> int:
-        return -(-self.height // self.core)
-
-    @property
-    def cols(self) -> int:
-        return -(-self.width // self.core)
+    def tiles(self) -> Iterator[Tile]:
+        for top, win_top, h in _spans(self.height, self.tile, self.margin):
+            for left, win_left, w in _spans(self.width, self.tile, self.margin):
+                yield Tile(top, left, h, w, win_top, win_left)
 
     def __len__(self) -> int:
-        return self.rows * self.cols
+        return len(_spans(self.height, self.tile, self.margin)) * len(_spans(self.width, self.tile, self.margin))
 
-    def positions(self) -> Iterator[tuple[int, int]]:
-        """Top-left corner of each tile's core, in image coordinates (= the tile's corner in the padded image)."""
-        for i in range(self.rows):
-            for j in range(self.cols):
-                yield i * self.core, j * self.core
+    def cut(self, image: np.ndarray, t: Tile) -> np.ndarray:
+        """The ``(C, *window)`` window of ``image`` ``(C, H, W)`` around tile ``t``'s core."""
+        wh, ww = self.window
+        return image[:, t.win_top : t.win_top + wh, t.win_left : t.win_left + ww]
 
-    def pad(self, image: np.ndarray) -> np.ndarray:
-        """``(C, H, W)`` -> edge-padded ``(C, rows*core + 2*margin, cols*core + 2*margin)``."""
-        m = self.margin
-        extra_h = self.rows * self.core - self.height
-        extra_w = self.cols * self.core - self.width
-        return np.pad(image, ((0, 0), (m, m + extra_h), (m, m + extra_w)), mode="edge")
-
-    def cut(self, padded: np.ndarray, top: int, left: int) -> np.ndarray:
-        """The ``(C, tile, tile)`` window whose core starts at image position (top, left)."""
-        return padded[:, top : top + self.tile, left : left + self.tile]
-
-    def place(self, out: np.ndarray, upscaled: np.ndarray, top: int, left: int, channels_last: bool = False) -> None:
-        """Write the core of one upscaled tile ``(C, tile*s, tile*s)`` into ``out``: ``(C, H*s, W*s)``, or ``(H*s, W*s, C)``."""
-        s, m, c = self.scale, self.margin, self.core
-        core = upscaled[:, m * s : (m + c) * s, m * s : (m + c) * s]
-        h = min(c * s, (self.height - top) * s)
-        w = min(c * s, (self.width - left) * s)
+    def place(self, out: np.ndarray, upscaled: np.ndarray, t: Tile, channels_last: bool = False) -> None:
+        """Write the core of one upscaled window ``(C, h*s, w*s)`` into ``out``: ``(C, H*s, W*s)``, or ``(H*s, W*s, C)``."""
+        s = self.scale
+        dy, dx = (t.top - t.win_top) * s, (t.left - t.win_left) * s
+        core = upscaled[:, dy : dy + t.height * s, dx : dx + t.width * s]
+        rows, cols = slice(t.top * s, (t.top + t.height) * s), slice(t.left * s, (t.left + t.width) * s)
         if channels_last:
-            out[top * s : top * s + h, left * s : left * s + w] = core[:, :h, :w].transpose(1, 2, 0)
+            out[rows, cols] = core.transpose(1, 2, 0)
         else:
-            out[:, top * s : top * s + h, left * s : left * s + w] = core[:, :h, :w]
+            out[:, rows, cols] = core
 
 
 def upscale_tiled(
@@ -85,15 +96,14 @@ def upscale_tiled(
     margin: int,
     batch: int = 8,
 ) -> np.ndarray:
-    """Run ``run`` (``(n, C, tile, tile)`` -> ``(n, C, tile*scale, tile*scale)``) over ``image`` ``(C, H, W)`` in tiles."""
+    """Run ``run`` (``(n, C, h, w)`` -> ``(n, C, h*scale, w*scale)``) over ``image`` ``(C, H, W)`` in tiles."""
     c, h, w = image.shape
     plan = TilePlan(h, w, tile, margin, scale)
-    padded = plan.pad(image)
     out = np.empty((c, h * scale, w * scale), dtype=np.float32)
-    positions = list(plan.positions())
-    for start in range(0, len(positions), batch):
-        chunk = positions[start : start + batch]
-        result = run(np.stack([plan.cut(padded, t, l) for t, l in chunk]))
-        for upscaled, (t, l) in zip(result, chunk):
-            plan.place(out, upscaled, t, l)
+    tiles = list(plan.tiles())
+    for start in range(0, len(tiles), batch):
+        chunk = tiles[start : start + batch]
+        result = run(np.stack([plan.cut(image, t) for t in chunk]))
+        for upscaled, t in zip(result, chunk):
+            plan.place(out, upscaled, t)
     return out

@@ -1,10 +1,12 @@
 """The ``superres`` API: an image in, the model's upscaling out as a PNG.
 
 Images are processed in overlapping tiles of the fixed size the model was
-registered with (``tile``, ``margin`` in its spec): every tile of every request
-has the same shape, so tiles of concurrent requests run in one model batch, and
-memory stays bounded whatever the image's size (tiles are queued a window at a
-time). The input pixel cap is ``ZOO_SUPERRES_MAX_PIXELS`` (default 4,000,000,
+registered with (``tile``, ``margin`` in its spec; :mod:`models.tiling`): every
+tile of an image at least ``tile`` pixels each way has the same shape, so tiles
+of concurrent requests run in one model batch, and memory stays bounded
+whatever the image's size (a request queues at most ``TILE_WINDOW`` tiles at a
+time). With ``margin`` at least the network's receptive field, the result is
+exactly the whole-image result. The input pixel cap is ``ZOO_SUPERRES_MAX_PIXELS`` (default 4,000,000,
 so at most 16 megapixels out at 2x), and never above ``ZOO_MAX_IMAGE_PIXELS``.
 """
 
@@ -24,7 +26,7 @@ from starlette.responses import Response
 from models.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
 from models.onnx_model import OnnxModel
 from models.tasks.superres import to_array
-from models.tiling import TilePlan
+from models.tiling import Tile, TilePlan
 from services.base import VERSION_HEADER, TaskRunner, ZooService, env_int, service_options, with_middleware
 
 DEFAULT_SUPERRES_MAX_PIXELS = 4_000_000
@@ -54,21 +56,19 @@ class SuperresRunner(TaskRunner):
     def _prepare(self, path: Path) -> tuple[TilePlan, np.ndarray]:
         img = decode_image(path, max_pixels(), env_int("ZOO_MAX_BODY_BYTES", DEFAULT_MAX_BYTES))
         x = to_array(img)
-        plan = TilePlan(x.shape[1], x.shape[2], self.tile, self.margin, self.scale)
-        return plan, plan.pad(x)
+        return TilePlan(x.shape[1], x.shape[2], self.tile, self.margin, self.scale), x
 
-    async def _tile(self, plan: TilePlan, padded: np.ndarray, out: np.ndarray, top: int, left: int) -> None:
-        upscaled = await self.batcher.submit(np.ascontiguousarray(plan.cut(padded, top, left))[None])
+    async def _tile(self, plan: TilePlan, image: np.ndarray, out: np.ndarray, tile: Tile) -> None:
+        upscaled = await self.batcher.submit(np.ascontiguousarray(plan.cut(image, tile))[None])
         rgb = (np.clip(upscaled[0], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        plan.place(out, rgb, top, left, channels_last=True)
+        plan.place(out, rgb, tile, channels_last=True)
 
     async def upscale(self, path: Path) -> bytes:
-        plan, padded = await asyncio.to_thread(self._prepare, path)
+        plan, image = await asyncio.to_thread(self._prepare, path)
         out = np.empty((plan.height * self.scale, plan.width * self.scale, 3), dtype=np.uint8)
-        positions = list(plan.positions())
-        for start in range(0, len(positions), TILE_WINDOW):
-            window = positions[start : start + TILE_WINDOW]
-            await asyncio.gather(*(self._tile(plan, padded, out, t, l) for t, l in window))
+        tiles = list(plan.tiles())
+        for start in range(0, len(tiles), TILE_WINDOW):
+            await asyncio.gather(*(self._tile(plan, image, out, t) for t in tiles[start : start + TILE_WINDOW]))
         self._predicted.inc()
         return await asyncio.to_thread(encode_png, out)
 

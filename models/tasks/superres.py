@@ -60,8 +60,12 @@ class SuperresConfig(TrainConfig):
     """``resps``: each residual block's output is scaled by this before it is added (EDSR)."""
     residual_init: float = 1.0
     """Scale of the last layer's initial weights: small starts the model close to plain bicubic."""
-    max_harm_db: float | None = 0.05
-    """Fail the run when the model is this much worse than bicubic on any image from another source (None: no check)."""
+    max_harm_db: float | None = 0.15
+    """Fail the run when the model is this much worse than bicubic on any image from another source (None: no check).
+
+    Not zero: a deterministic model sharpening JPEG blocks on a smooth synthetic
+    gradient lands a tenth of a dB either side of bicubic; a colour cast costs 1-3 dB.
+    """
     gamut_limit: bool = True
     """``luma``: limit the residual so that no channel leaves [0, 1] (saturated colours keep their hue)."""
     colour: str = "luma"
@@ -80,7 +84,8 @@ class SuperresConfig(TrainConfig):
     """VGG16 weights for the feature loss; without them, L1 + SSIM."""
     tile: int = 64
     margin: int = 8
-    """Serving tiles: input tile size and the overlap discarded on each side."""
+    """Serving tiles: input tile size and the overlap discarded on each side. With a margin at least
+    the network's receptive field (``resps``: 2 x blocks + 3 pixels) tiles give exactly the whole-image result."""
     valid_pct: float = 0.2
 
 
@@ -372,8 +377,37 @@ class Superres(Task):
     config_class = SuperresConfig
     promotion = PromotionPolicy(tolerance=0.05, latency_budget_ms=250.0)
     configs = {
-        "demo": {"epochs": 12, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.0, "arch": "resps", "width": 0.5, "blocks": 6},
-        "unet": {"epochs": 10, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.01, "arch": "unet", "encoder": "resnet18", "width": 0.25, "tile": 96, "margin": 16},
+        # served: the residual pixel-shuffle network measured better than the U-Net (README)
+        "demo": {
+            "epochs": 15,
+            "batch_size": 8,
+            "lr": 2e-3,
+            "weight_decay": 0.0,
+            "arch": "resps",
+            "width": 0.5,
+            "blocks": 6,
+            "res_scale": 1.0,
+            "residual_init": 0.1,
+            "variants": 4,
+            "number_share": 0.25,
+            "ssim_weight": 0.1,
+            "tile": 96,
+            "margin": 16,
+        },
+        # the course's U-Net (ResNet encoder, pixel-shuffle decoder, ICNR)
+        "unet": {
+            "epochs": 12,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "arch": "unet",
+            "encoder": "resnet10",
+            "width": 0.25,
+            "residual_init": 0.1,
+            "ssim_weight": 0.1,
+            "tile": 96,
+            "margin": 16,
+        },
         "tiny": {
             "epochs": 1,
             "batch_size": 8,
@@ -404,6 +438,8 @@ class Superres(Task):
         h, w = config.hr_size
         if h % config.scale or w % config.scale:
             problems.append(f"hr_size {config.hr_size} is not a multiple of the scale {config.scale}")
+        if config.arch == "resps" and config.margin < 2 * config.blocks + 3:
+            problems.append(f"tile margin {config.margin} is under the network's receptive field ({2 * config.blocks + 3}): tiles would show seams")
         try:
             train, valid = photo_items(root, config.valid_pct, config.seed)
         except (FileNotFoundError, OSError) as exc:
