@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from models.inputs import InvalidInput
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 25_000_000
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
@@ -48,3 +50,17 @@ def decode_image(
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput("not_an_image", f"body is not a decodable image ({type(exc).__name__})") from exc
     return img.convert("RGB")
+
+
+def split_images(folder: Path, listed: Path, valid_pct: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """``(train, valid)`` images in ``folder``: the file ``listed`` (``valid.txt``) names the validation ones, else a seeded random split."""
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FileNotFoundError(f"no images in {folder}")
+    if listed.is_file():
+        names = {line.strip() for line in listed.read_text().splitlines() if line.strip()}
+        return [p for p in images if p.name not in names], [p for p in images if p.name in names]
+    shuffled = images.copy()
+    random.Random(seed).shuffle(shuffled)
+    n_valid = max(1, int(round(len(images) * valid_pct)))
+    return sorted(shuffled[n_valid:]), sorted(shuffled[:n_valid])

@@ -13,7 +13,6 @@ course's ``acc_camvid`` does.
 from __future__ import annotations
 
 import io
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,12 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from models.images import split_images
 from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
 from models.unet import ARCHS, DynamicUnet
 
 IGNORE = 255
 """Target value of pixels the loss and metrics skip (``Void``, unknown codes)."""
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -64,18 +63,7 @@ def label_path(root: Path, image: Path) -> Path:
 
 def split_items(root: Path, valid_pct: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Images under ``images/``: ``valid.txt`` names the validation ones, else a seeded random split."""
-    images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise FileNotFoundError(f"no images in {root / 'images'}")
-    listed = root / "valid.txt"
-    if listed.is_file():
-        names = {line.strip() for line in listed.read_text().splitlines() if line.strip()}
-        valid = [p for p in images if p.name in names]
-        return [p for p in images if p.name not in names], valid
-    shuffled = images.copy()
-    random.Random(seed).shuffle(shuffled)
-    n_valid = max(1, int(round(len(images) * valid_pct)))
-    return sorted(shuffled[n_valid:]), sorted(shuffled[:n_valid])
+    return split_images(root / "images", root / "valid.txt", valid_pct, seed)
 
 
 # ------------------------------------------------------------- preprocessing

@@ -23,7 +23,6 @@ The spec records which loss was used.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.crappify import crappify, item_seed
+from models.images import split_images
 from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
 from models.unet import ARCHS, DynamicUnet, icnr_
 from models.weights import load_weights
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 LUMA = (0.299, 0.587, 0.114)
 """ITU-R BT.601 luminance weights (JPEG's Y)."""
 
@@ -94,17 +93,7 @@ class SuperresConfig(TrainConfig):
 
 def photo_items(root: Path, valid_pct: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Photos in ``root``: ``valid.txt`` beside the folder names validation files, else a seeded random split."""
-    photos = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not photos:
-        raise FileNotFoundError(f"no images in {root}")
-    listed = root.parent / "valid.txt"
-    if listed.is_file():
-        names = {line.strip() for line in listed.read_text().splitlines() if line.strip()}
-        return [p for p in photos if p.name not in names], [p for p in photos if p.name in names]
-    shuffled = photos.copy()
-    random.Random(seed).shuffle(shuffled)
-    n_valid = max(1, int(round(len(photos) * valid_pct)))
-    return sorted(shuffled[n_valid:]), sorted(shuffled[:n_valid])
+    return split_images(root, root.parent / "valid.txt", valid_pct, seed)
 
 
 def fit_size(img: Image.Image, size: tuple[int, int]) -> Image.Image:
