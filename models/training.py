@@ -131,25 +131,25 @@ def fit(
         callbacks.append(L.pytorch.callbacks.RichProgressBar())
     if checkpoint_dir is not None:
         callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0))
-    gpu = torch.cuda.is_available()
-    trainer = L.Trainer(
-        max_epochs=config.epochs,
-        accelerator="gpu" if gpu else "cpu",
-        devices=1,
-        precision="16-mixed" if gpu else "32-true",
-        logger=False,
-        callbacks=callbacks,
-        enable_checkpointing=checkpoint_dir is not None,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=True,
-        default_root_dir=checkpoint_dir,
-    )
     chatter = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     level = chatter.level
     chatter.setLevel(logging.WARNING)  # hardware banners and a product tip on every fit
     try:
+        gpu = torch.cuda.is_available()
+        trainer = L.Trainer(
+            max_epochs=config.epochs,
+            accelerator="gpu" if gpu else "cpu",
+            devices=1,
+            precision="16-mixed" if gpu else "32-true",
+            logger=False,
+            callbacks=callbacks,
+            enable_checkpointing=checkpoint_dir is not None,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            deterministic=True if not gpu else "warn",  # some CUDA kernels (upsampling's backward) have no deterministic version
+            default_root_dir=checkpoint_dir,
+        )
         trainer.fit(lit, train, valid)
     finally:
         chatter.setLevel(level)
