@@ -204,7 +204,7 @@ class Sentiment(Task):
             "seed": 42,
             "max_vocab": 4000,
             "min_freq": 3,
-            "max_tokens": 192,
+            "max_tokens": 384,
             "emb_size": 200,
             "n_hidden": 256,
             "n_layers": 2,
@@ -212,7 +212,7 @@ class Sentiment(Task):
             "lm_lr": 2e-3,
             "lm_batch_size": 32,
             "bptt": 70,
-            "lm_max_tokens": 192,
+            "lm_max_tokens": 384,
             "lr_decay": 1.0,
         },
         "tiny": {
