@@ -102,7 +102,13 @@ def project(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harn
         yield settings
 
 
-SERVED_ENV = {"ZOO_MAX_BODY_BYTES": "300000", "ZOO_MAX_IMAGE_PIXELS": "4000000"}
+SERVED_ENV = {
+    "ZOO_MAX_BODY_BYTES": "300000",
+    "ZOO_MAX_IMAGE_PIXELS": "4000000",
+    "ZOO_SUPERRES_MAX_PIXELS": "40000",
+    "ZOO_MAX_RECORDS": "50",
+    "ZOO_MAX_TEXTS": "5",
+}
 """Caps of the shared test service (small, so that the tests can cross them cheaply)."""
 
 

@@ -14,19 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import live_server
-from models.settings import Settings
+from conftest import SERVED_ENV
 
 pytestmark = pytest.mark.slow
-SUPERRES_CAP = 40_000
+SUPERRES_CAP = int(SERVED_ENV["ZOO_SUPERRES_MAX_PIXELS"])
 
 
 @pytest.fixture(scope="module")
-def server(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("logs") / "serve-images.log"
-    env = {"ZOO_TASKS": "segment,superres", "ZOO_SUPERRES_MAX_PIXELS": str(SUPERRES_CAP), "ZOO_MAX_IMAGE_PIXELS": "4000000"}
-    with live_server(project, log, env=env) as url:
-        yield url
+def server(served: str) -> str:
+    """The session's shared service of every task (``ZOO_SUPERRES_MAX_PIXELS`` = ``SUPERRES_CAP``)."""
+    return served
 
 
 @pytest.fixture()

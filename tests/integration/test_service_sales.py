@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import bentoml
 import httpx
 import pytest
 
-from conftest import live_server
-from models.settings import Settings
+from conftest import SERVED_ENV
 
 pytestmark = pytest.mark.slow
-MAX_RECORDS = 50
+MAX_RECORDS = int(SERVED_ENV["ZOO_MAX_RECORDS"])
 
 
 @pytest.fixture(scope="module")
-def server(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("logs") / "serve-sales.log"
-    with live_server(project, log, task="sales", env={"ZOO_MAX_RECORDS": str(MAX_RECORDS)}) as url:
-        yield url
+def server(served: str) -> str:
+    """The session's shared service of every task (``ZOO_MAX_RECORDS`` = ``MAX_RECORDS``)."""
+    return served
 
 
 def record(**overrides: object) -> dict:

@@ -9,20 +9,18 @@ import bentoml
 import httpx
 import pytest
 
-from conftest import live_server
-from models.settings import Settings
+from conftest import SERVED_ENV
 
 pytestmark = pytest.mark.slow
-MAX_TEXTS = 5
+MAX_TEXTS = int(SERVED_ENV["ZOO_MAX_TEXTS"])
 POSITIVE = "A great and wonderful film. I loved it, the best story this year!"
 NEGATIVE = "An awful, boring movie. I hated the plot; the worst film and a waste."
 
 
 @pytest.fixture(scope="module")
-def server(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("logs") / "serve-sentiment.log"
-    with live_server(project, log, task="sentiment", env={"ZOO_MAX_TEXTS": str(MAX_TEXTS)}) as url:
-        yield url
+def server(served: str) -> str:
+    """The session's shared service of every task (``ZOO_MAX_TEXTS`` = ``MAX_TEXTS``)."""
+    return served
 
 
 @pytest.fixture()
