@@ -17,10 +17,11 @@ help:
 	@echo "make demo   ingest, train, register, promote, serve and query every task"
 	@echo "make test   run the test suite"
 
+# --no-compile: Python byte-compiles lazily what is imported (most of the ~290 packages never are).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
