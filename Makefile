@@ -11,7 +11,7 @@ export ZOO_DATA_MIRROR := $(abspath ../shared/datasets)
 endif
 endif
 
-.PHONY: install tools demo test clean-state help
+.PHONY: install tools demo test clean-state help bench
 
 help:
 	@echo "make demo   ingest, train, register, promote, serve and query every task"
@@ -36,6 +36,12 @@ tools:
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest
+
+# The serving benchmark (issue 6): model level and HTTP level, after `make demo`; results in bench/results/.
+# wrk is the HTTP load generator, not a Python package. Knobs (BENCH_*): bench/common.py.
+bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { echo "make bench: wrk (the HTTP load generator) is not installed: install it (Debian/Ubuntu: sudo apt-get install -y wrk) and run make bench again"; exit 1; }
+	$(BIN)/python bench/run.py
 
 clean-state:
 	rm -rf .zoo data
