@@ -138,6 +138,21 @@ def served(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield url
 
 
+@pytest.fixture(scope="module")
+def server(served: str) -> str:
+    """The API tests' server: the session's one service of every task, with the caps of ``SERVED_ENV``."""
+    return served
+
+
+@pytest.fixture()
+def client(server: str) -> Iterator["bentoml.SyncHTTPClient"]:
+    """BentoML's own client of ``server`` (a generous timeout: image requests on 2 busy CPUs)."""
+    import bentoml
+
+    with bentoml.SyncHTTPClient(server, timeout=120) as c:
+        yield c
+
+
 def _postgres_up(host: str = "127.0.0.1", port: int = 5432) -> bool:
     import socket
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import bentoml
@@ -21,16 +20,6 @@ pytestmark = pytest.mark.slow
 BODY_CAP = int(SERVED_ENV["ZOO_MAX_BODY_BYTES"])
 
 
-@pytest.fixture(scope="module")
-def server(served: str) -> str:
-    """The session's shared service (``ZOO_MAX_BODY_BYTES`` = ``BODY_CAP``)."""
-    return served
-
-
-@pytest.fixture()
-def client(server: str) -> Iterator[bentoml.SyncHTTPClient]:
-    with bentoml.SyncHTTPClient(server) as c:
-        yield c
 
 
 def png_bytes(width: int, height: int, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import bentoml
@@ -20,16 +19,6 @@ pytestmark = pytest.mark.slow
 SUPERRES_CAP = int(SERVED_ENV["ZOO_SUPERRES_MAX_PIXELS"])
 
 
-@pytest.fixture(scope="module")
-def server(served: str) -> str:
-    """The session's shared service of every task (``ZOO_SUPERRES_MAX_PIXELS`` = ``SUPERRES_CAP``)."""
-    return served
-
-
-@pytest.fixture()
-def client(server: str) -> Iterator[bentoml.SyncHTTPClient]:
-    with bentoml.SyncHTTPClient(server, timeout=120) as c:
-        yield c
 
 
 def encode(img: Image.Image, fmt: str = "PNG") -> bytes:

@@ -15,11 +15,6 @@ pytestmark = pytest.mark.slow
 MAX_RECORDS = int(SERVED_ENV["ZOO_MAX_RECORDS"])
 
 
-@pytest.fixture(scope="module")
-def server(served: str) -> str:
-    """The session's shared service of every task (``ZOO_MAX_RECORDS`` = ``MAX_RECORDS``)."""
-    return served
-
 
 def record(**overrides: object) -> dict:
     base = {"Store": 1, "Date": "2015-07-31", "Open": 1, "Promo": 1, "StateHoliday": "0", "SchoolHoliday": 1}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
@@ -17,16 +16,6 @@ POSITIVE = "A great and wonderful film. I loved it, the best story this year!"
 NEGATIVE = "An awful, boring movie. I hated the plot; the worst film and a waste."
 
 
-@pytest.fixture(scope="module")
-def server(served: str) -> str:
-    """The session's shared service of every task (``ZOO_MAX_TEXTS`` = ``MAX_TEXTS``)."""
-    return served
-
-
-@pytest.fixture()
-def client(server: str) -> Iterator[bentoml.SyncHTTPClient]:
-    with bentoml.SyncHTTPClient(server) as c:
-        yield c
 
 
 def test_a_label_and_probability_per_text(client: bentoml.SyncHTTPClient) -> None:
