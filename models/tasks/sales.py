@@ -22,7 +22,8 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Union
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,8 @@ EVENTS = ("StateHoliday", "SchoolHoliday", "Promo")
 
 NA = "#na#"
 """The category key of a missing value (a known category when training saw it)."""
+Records = Union[pd.DataFrame, Mapping[str, Any]]
+"""Store-day records: a DataFrame or a mapping of column name -> values (one per record)."""
 
 # Categorical features, each with the request field an unknown value is blamed on.
 DATE_CATS = ["DayOfWeek", "Year", "Month", "Week", "Day"]
@@ -471,12 +474,12 @@ def _from_intervals(runs: list[list[str]]) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
 
 
-def event_flags(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def event_flags(frame: Records) -> dict[str, np.ndarray]:
     """Which rows are a day of each event: a state holiday (not ``"0"``), a school holiday, a promo."""
     return {
-        "StateHoliday": frame["StateHoliday"].astype(str).to_numpy() != "0",
-        "SchoolHoliday": frame["SchoolHoliday"].to_numpy() == 1,
-        "Promo": frame["Promo"].to_numpy() == 1,
+        "StateHoliday": np.asarray(frame["StateHoliday"]).astype(str) != "0",
+        "SchoolHoliday": np.asarray(frame["SchoolHoliday"]) == 1,
+        "Promo": np.asarray(frame["Promo"]) == 1,
     }
 
 
@@ -565,18 +568,140 @@ class Features:
         return counts
 
 
+def _num(value: Any) -> float:
+    """A store-table value as a float (NaN when missing or not a number), as ``pd.to_numeric(errors="coerce")``."""
+    if value is None or isinstance(value, bool):
+        return float(value) if isinstance(value, bool) else math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+SMALL = 64
+"""Up to this many records, keys are made value by value (cheaper than ``np.unique``)."""
+
+
+def _float_keys(values: np.ndarray) -> np.ndarray:
+    """Vocabulary keys of float values (see :func:`_key`), one ``_key`` call per distinct value."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) <= SMALL:
+        return np.array([_key(float(v)) for v in values], dtype=object)
+    uniq, inv = np.unique(values, return_inverse=True)
+    return np.array([_key(float(v)) for v in uniq], dtype=object)[inv.reshape(-1)]
+
+
+def _int_keys(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.int64)
+    if len(values) <= SMALL:
+        return np.array([str(int(v)) for v in values], dtype=object)
+    uniq, inv = np.unique(values, return_inverse=True)
+    return np.array([str(int(v)) for v in uniq], dtype=object)[inv.reshape(-1)]
+
+
+def _flag_keys(values: np.ndarray) -> np.ndarray:
+    return np.where(values, "True", "False").astype(object)
+
+
+def to_days(values: Any) -> np.ndarray:
+    """Dates (``YYYY-MM-DD`` strings or datetimes) -> int64 days since 1970-01-01."""
+    arr = np.asarray(values)
+    if np.issubdtype(arr.dtype, np.datetime64):
+        return arr.astype("datetime64[D]").astype(np.int64)
+    try:
+        return arr.astype("datetime64[D]").astype(np.int64)
+    except (TypeError, ValueError):  # other spellings pandas understands
+        return _days(pd.DatetimeIndex(pd.to_datetime(pd.Series(arr))))
+
+
+@dataclass(frozen=True)
+class DateParts:
+    """Calendar parts of int64 days since 1970-01-01, computed with numpy alone."""
+
+    year: np.ndarray
+    month: np.ndarray
+    day: np.ndarray
+    weekday: np.ndarray
+    """1 = Monday ... 7 = Sunday."""
+    iso_week: np.ndarray
+
+    @classmethod
+    def of(cls, days: np.ndarray) -> "DateParts":
+        d = days.astype("datetime64[D]")
+        months = d.astype("datetime64[M]")
+        year = months.astype("datetime64[Y]").astype(np.int64) + 1970
+        month = months.astype(np.int64) % 12 + 1
+        day = (d - months).astype(np.int64) + 1
+        weekday = (days + 3) % 7 + 1  # 1970-01-01 was a Thursday
+        thursday = days - weekday + 4  # the ISO week's Thursday decides its year
+        iso_year_start = thursday.astype("datetime64[D]").astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64)
+        iso_week = (thursday - iso_year_start) // 7 + 1
+        return cls(year, month, day, weekday, iso_week)
+
+    def flags(self, days: np.ndarray) -> dict[str, np.ndarray]:
+        """The course's ``Is_*`` start and end flags."""
+        next_month = DateParts.of(days + 1).month
+        month_end = next_month != self.month
+        month_start = self.day == 1
+        return {
+            "Is_month_end": month_end,
+            "Is_month_start": month_start,
+            "Is_quarter_end": month_end & (self.month % 3 == 0),
+            "Is_quarter_start": month_start & (self.month % 3 == 1),
+            "Is_year_end": month_end & (self.month == 12),
+            "Is_year_start": month_start & (self.month == 1),
+        }
+
+
+class StoreArrays:
+    """The spec's store table as arrays, one row per known store plus a last row for an unknown store."""
+
+    def __init__(self, stores: dict[str, dict[str, Any]]) -> None:
+        self.ids = np.array(sorted(int(s) for s in stores), dtype=np.int64)
+        rows = [stores[str(s)] for s in self.ids] + [{}]
+        col = lambda c: np.array([_num(r.get(c)) for r in rows], dtype=np.float64)  # noqa: E731
+        self.distance = col("CompetitionDistance")
+        self.comp_year, self.comp_month = col("CompetitionOpenSinceYear"), col("CompetitionOpenSinceMonth")
+        self.promo2 = col("Promo2") == 1
+        self.promo2_year = col("Promo2SinceYear")
+        self.promo2_start = np.full(len(rows), np.nan)
+        self.months = np.zeros((len(rows), 13), dtype=bool)
+        week = col("Promo2SinceWeek")
+        for i, row in enumerate(rows):
+            y, w = self.promo2_year[i], week[i]
+            if self.promo2[i] and not math.isnan(y) and not math.isnan(w):
+                self.promo2_start[i] = (date.fromisocalendar(int(y), int(w), 1) - date(1970, 1, 1)).days
+            interval = row.get("PromoInterval")
+            if isinstance(interval, str):
+                for m in interval.split(","):
+                    if m in MONTH_ABBR:
+                        self.months[i, MONTH_ABBR.index(m) + 1] = True
+        self.text_keys = {c: np.array([_key(r.get(c)) for r in rows], dtype=object) for c in ("StoreType", "Assortment", "PromoInterval")}
+
+    def rows(self, store: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each store id's row (the last row for an unknown id) and whether it is known."""
+        pos = np.searchsorted(self.ids, store)
+        known = pos < len(self.ids)
+        known[known] = self.ids[pos[known]] == store[known]
+        return np.where(known, pos, len(self.ids)), known
+
+
 class Preprocessor:
     """The one feature pipeline: records (Kaggle ``train.csv``/``test.csv`` columns) -> model inputs.
 
     ``spec`` holds the store table, the event calendars, the category
     vocabularies and the continuous columns' medians, means and standard
     deviations. Without vocabularies yet (while fitting), :meth:`raw` still works.
+    Records come as a DataFrame or as a mapping of column arrays; everything is
+    numpy, so that one record (a request) costs well under a millisecond and a
+    million (training) stays vectorised.
     """
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.cap = int(spec["elapsed_cap"])
         self.stores = spec["stores"]
+        self.table = StoreArrays(self.stores)
         self.calendars = {
             event: {
                 "tables": [_from_intervals(t) for t in cal["tables"]],
@@ -594,74 +719,53 @@ class Preprocessor:
             return np.empty(0, dtype=np.int64)
         return tables[cal["stores"].get(store, cal["default"])]
 
-    def raw(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Feature values before encoding: category keys as strings, continuous values as floats (NaN = missing).
+    def columns(self, records: Records) -> dict[str, np.ndarray]:
+        """Feature values before encoding: category keys (object arrays of strings, ``None`` for a store's
+        metadata when the store is unknown) and continuous values as float64 (NaN = missing).
 
-        ``frame`` needs Store, Date (``YYYY-MM-DD`` or datetime), Promo,
+        ``records`` needs Store, Date (``YYYY-MM-DD`` or datetime), Promo,
         StateHoliday, SchoolHoliday. The event calendars are the spec's, plus
-        the events in ``frame`` itself (so a client's future weeks count).
+        the events in ``records`` themselves (so a client's future weeks count).
         """
-        n = len(frame)
-        dates = pd.DatetimeIndex(pd.to_datetime(frame["Date"]))
-        day = _days(dates)
-        store = frame["Store"].to_numpy().astype(np.int64)
-        known_store = np.array([str(s) in self.stores for s in store], dtype=bool)
-        out: dict[str, Any] = {}
-        out["Store"] = [str(s) for s in store]
-        out["DayOfWeek"] = (dates.dayofweek + 1).astype(str)
-        out["Year"] = dates.year.astype(str)
-        out["Month"] = dates.month.astype(str)
-        out["Week"] = dates.isocalendar().week.astype(int).astype(str).to_numpy()
-        out["Day"] = dates.day.astype(str)
-        for name, values in (
-            ("Is_month_end", dates.is_month_end),
-            ("Is_month_start", dates.is_month_start),
-            ("Is_quarter_end", dates.is_quarter_end),
-            ("Is_quarter_start", dates.is_quarter_start),
-            ("Is_year_end", dates.is_year_end),
-            ("Is_year_start", dates.is_year_start),
-        ):
-            out[name] = np.where(values, "True", "False")
-        out["StateHoliday"] = frame["StateHoliday"].astype(str).to_numpy()
+        day = to_days(records["Date"])
+        n = len(day)
+        store = np.asarray(records["Store"]).astype(np.int64)
+        parts = DateParts.of(day)
+        out: dict[str, np.ndarray] = {"Store": _int_keys(store)}
+        out["DayOfWeek"] = _int_keys(parts.weekday)
+        out["Year"] = _int_keys(parts.year)
+        out["Month"] = _int_keys(parts.month)
+        out["Week"] = _int_keys(parts.iso_week)
+        out["Day"] = _int_keys(parts.day)
+        for name, values in parts.flags(day).items():
+            out[name] = _flag_keys(values)
+        holiday = np.asarray(records["StateHoliday"]).astype(str).astype(object)
+        out["StateHoliday"] = holiday
 
         # The store table joined; an unknown store has no metadata (its categories are unknown, distance missing).
-        uniq, inv = np.unique(store, return_inverse=True)
-        meta = pd.DataFrame([self.stores.get(str(s), {}) for s in uniq], index=range(len(uniq)), columns=STORE_COLUMNS[1:])
-        num = lambda c: pd.to_numeric(meta[c], errors="coerce").to_numpy(dtype=np.float64)[inv]  # noqa: E731
-        years, months = dates.year.to_numpy(), dates.month.to_numpy()
-        comp_year, comp_month = num("CompetitionOpenSinceYear"), num("CompetitionOpenSinceMonth")
-        comp_months = np.clip(12 * (years - comp_year) + (months - comp_month), 0, 24)
-        promo2 = num("Promo2") == 1
-        start_u = np.full(len(uniq), np.nan)
-        months_u = np.zeros((len(uniq), 13), dtype=bool)
-        for i, row in meta.iterrows():
-            y, w, interval = row["Promo2SinceYear"], row["Promo2SinceWeek"], row["PromoInterval"]
-            if row["Promo2"] == 1 and pd.notna(y) and pd.notna(w):
-                start_u[i] = _days(pd.DatetimeIndex([date.fromisocalendar(int(y), int(w), 1)]))[0]
-            if isinstance(interval, str):
-                for m in interval.split(","):
-                    if m in MONTH_ABBR:
-                        months_u[i, MONTH_ABBR.index(m) + 1] = True
-        promo2_start = start_u[inv]
+        row, known = self.table.rows(store)
+        t = self.table
+        comp_year = t.comp_year[row]
+        comp_months = np.clip(12 * (parts.year - comp_year) + (parts.month - t.comp_month[row]), 0, 24)
+        promo2, promo2_start = t.promo2[row], t.promo2_start[row]
         promo2_weeks = np.where(promo2, np.clip((day - promo2_start) // 7, 0, 25), np.nan)
-        in_month = promo2 & months_u[inv, months] & (day >= np.nan_to_num(promo2_start, nan=np.inf))
+        in_month = promo2 & t.months[row, parts.month] & (day >= np.nan_to_num(promo2_start, nan=np.inf))
         store_keys = {
-            "StoreType": _keys(meta["StoreType"]).to_numpy()[inv],
-            "Assortment": _keys(meta["Assortment"]).to_numpy()[inv],
-            "PromoInterval": _keys(meta["PromoInterval"]).to_numpy()[inv],
-            "CompetitionOpenSinceYear": _keys(pd.Series(comp_year)).to_numpy(),
-            "Promo2SinceYear": _keys(pd.Series(num("Promo2SinceYear"))).to_numpy(),
-            "CompetitionMonthsOpen": _keys(pd.Series(comp_months)).to_numpy(),
-            "Promo2Weeks": _keys(pd.Series(promo2_weeks)).to_numpy(),
-            "IsPromo2Month": np.where(in_month, "True", "False"),
+            "StoreType": t.text_keys["StoreType"][row],
+            "Assortment": t.text_keys["Assortment"][row],
+            "PromoInterval": t.text_keys["PromoInterval"][row],
+            "CompetitionOpenSinceYear": _float_keys(comp_year),
+            "Promo2SinceYear": _float_keys(t.promo2_year[row]),
+            "CompetitionMonthsOpen": _float_keys(comp_months),
+            "Promo2Weeks": _float_keys(promo2_weeks),
+            "IsPromo2Month": _flag_keys(in_month),
         }
         for name, keys in store_keys.items():
-            out[name] = np.where(known_store, np.asarray(keys, dtype=object), None)
-        distance = num("CompetitionDistance")
-        out["CompetitionDistance"] = np.log1p(distance)
+            out[name] = np.where(known, keys, None)
+        out["CompetitionDistance"] = np.log1p(t.distance[row])
 
-        # Days since and until each event, per store: the spec's calendar plus this frame's own events.
-        flags = event_flags(frame)
+        # Days since and until each event, per store: the spec's calendar plus these records' own events.
+        flags = event_flags(records)
         for event in EVENTS:
             after, before = np.full(n, np.nan), np.full(n, np.nan)
             for s in np.unique(store):
@@ -669,21 +773,24 @@ class Preprocessor:
                 events = np.union1d(self._calendar(event, int(s)), day[rows][flags[event][rows]])
                 after[rows], before[rows] = elapsed(events, day[rows], flags[event][rows], self.cap)
             out[f"After{event}"], out[f"Before{event}"] = after, before
-        out["Promo"] = frame["Promo"].to_numpy().astype(np.float64)
-        out["SchoolHoliday"] = frame["SchoolHoliday"].to_numpy().astype(np.float64)
+        out["Promo"] = np.asarray(records["Promo"]).astype(np.float64)
+        out["SchoolHoliday"] = np.asarray(records["SchoolHoliday"]).astype(np.float64)
         for c in MISSABLE:
-            out[f"{c}_na"] = np.where(np.isnan(out[c]), "True", "False")
-        raw = pd.DataFrame({k: np.asarray(v, dtype=object if k in CAT_NAMES else np.float64) for k, v in out.items()})
-        return raw
+            out[f"{c}_na"] = _flag_keys(np.isnan(out[c]))
+        return out
 
-    def encode(self, raw: pd.DataFrame) -> Features:
+    def raw(self, records: Records) -> pd.DataFrame:
+        """:meth:`columns` as a DataFrame (categories as object columns, continuous as float64)."""
+        return pd.DataFrame({k: np.asarray(v, dtype=object if k in CAT_NAMES else np.float64) for k, v in self.columns(records).items()})
+
+    def encode(self, raw: Records) -> Features:
         """Raw feature values -> int64 category indices (0 = unknown) and normalised float32 columns."""
-        n = len(raw)
+        n = len(raw[CAT_NAMES[0]])
         cats = np.zeros((n, len(CAT_NAMES)), dtype=np.int64)
         unknown_by_source: dict[str, np.ndarray] = {}
         for j, name in enumerate(CAT_NAMES):
             vocab = self.vocab[name]
-            keys = raw[name].to_numpy(dtype=object)
+            keys = np.asarray(raw[name], dtype=object)
             col = np.fromiter((vocab.get(k, 0) if k is not None else 0 for k in keys), dtype=np.int64, count=n)
             cats[:, j] = col
             source = CAT_SOURCE.get(name)
@@ -691,15 +798,15 @@ class Preprocessor:
                 unknown_by_source[source] = unknown_by_source.get(source, np.zeros(n, dtype=bool)) | (col == 0)
         conts = np.zeros((n, len(CONT_NAMES)), dtype=np.float32)
         for j, name in enumerate(CONT_NAMES):
-            x = raw[name].to_numpy(dtype=np.float64)
+            x = np.asarray(raw[name], dtype=np.float64)
             x = np.where(np.isnan(x), self.spec["medians"][name], x)
             conts[:, j] = (x - self.spec["means"][name]) / self.spec["stds"][name]
         sources = list(unknown_by_source)
         unknown = [[s for s in sources if unknown_by_source[s][i]] for i in range(n)]
         return Features(cats, conts, unknown)
 
-    def transform(self, frame: pd.DataFrame) -> Features:
-        return self.encode(self.raw(frame))
+    def transform(self, records: Records) -> Features:
+        return self.encode(self.columns(records))
 
 
 def fit_spec(all_rows: pd.DataFrame, store: pd.DataFrame, train_rows: pd.DataFrame, config: SalesConfig) -> tuple[Spec, pd.DataFrame]:

@@ -17,6 +17,7 @@ from models.registry import get_task
 from models.tasks.sales import (
     CAT_NAMES,
     CONT_NAMES,
+    DateParts,
     NA,
     STORE_COLUMNS,
     TRAIN_COLUMNS,
@@ -28,6 +29,7 @@ from models.tasks.sales import (
     prepare_rows,
     read_tables,
     rmspe,
+    to_days,
     write_rossmann,
 )
 from pipelines import ingest
@@ -291,3 +293,23 @@ def test_generated_sample_defaults() -> None:
     train, store = generate_rossmann(n_stores=3, start="2015-01-01", end="2015-01-31", seed=1)
     assert list(train.columns) == TRAIN_COLUMNS and list(store.columns) == STORE_COLUMNS
     assert len(train) == 3 * 31
+
+
+def test_numpy_date_parts_match_the_calendar() -> None:
+    days = pd.date_range("1900-01-01", "2200-12-31", freq="37D").append(pd.date_range("2014-12-20", "2016-01-10"))
+    parts = DateParts.of(to_days(days.strftime("%Y-%m-%d").to_numpy()))
+    iso = days.isocalendar()
+    assert parts.year.tolist() == days.year.tolist() and parts.month.tolist() == days.month.tolist()
+    assert parts.day.tolist() == days.day.tolist() and parts.weekday.tolist() == (days.dayofweek + 1).tolist()
+    assert parts.iso_week.tolist() == iso.week.astype(int).tolist()
+    flags = parts.flags(to_days(days.to_numpy()))
+    for name, attr in [("Is_month_end", "is_month_end"), ("Is_quarter_start", "is_quarter_start"), ("Is_year_end", "is_year_end")]:
+        assert flags[name].tolist() == list(getattr(days, attr)), name
+
+
+def test_column_arrays_and_a_dataframe_give_the_same_features(fitted: Preprocessor) -> None:
+    rows = [record(1, "2015-02-10", promo=1), record(7, "2015-03-01"), record(2, "2016-12-31", holiday="c", school=1)]
+    frame = pd.DataFrame(rows)
+    columns = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+    a, b = fitted.transform(frame), fitted.transform(columns)
+    assert np.array_equal(a.cats, b.cats) and np.array_equal(a.conts, b.conts) and a.unknown == b.unknown == [[], ["Store", "Date"], ["Date", "StateHoliday"]]
