@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,16 @@ class OnnxModel:
         x = reference_inputs(self.spec)
         for _ in range(rounds):
             self.run(*x)
+
+    def seconds_per_call(self, rounds: int = 5) -> float:
+        """The fastest of a few runs of the reference input (batch 1), in seconds."""
+        x = reference_inputs(self.spec)
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            self.run(*x)
+            best = min(best, time.perf_counter() - start)
+        return best
 
     def compatible_with(self, other: "OnnxModel") -> bool:
         """Same task and same input names and dtypes: a service can swap one for the other."""

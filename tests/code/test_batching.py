@@ -81,3 +81,38 @@ def test_requests_of_other_shapes_run_in_their_own_batches() -> None:
     results = asyncio.run(main())
     assert [r.tolist() for r in results] == [[0.0], [5.0], [6.0], [15.0], [12.0]]
     assert sorted(shapes) == [(2, 5), (3, 3)]
+
+
+class _Model:
+    """Stands in for an ``OnnxModel``: records the thread each call ran on."""
+
+    def __init__(self, seconds: float) -> None:
+        self.spec = {"preprocess": {}}
+        self.version = "1"
+        self.seconds, self.threads = seconds, []
+
+    def seconds_per_call(self) -> float:
+        return self.seconds
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        return x * 2
+
+
+@pytest.mark.parametrize(("seconds", "rows", "inline"), [(1e-5, 3, True), (1e-5, 1000, False), (5e-3, 3, False)])
+def test_a_tiny_model_runs_small_requests_inline_and_the_rest_through_the_batcher(seconds: float, rows: int, inline: bool) -> None:
+    from services.base import TaskRunner
+
+    class Runner(TaskRunner):
+        task = "recommend"
+
+    model = _Model(seconds)
+    runner = Runner(model)  # type: ignore[arg-type]
+
+    async def main() -> tuple[np.ndarray, int]:
+        return await runner.run(np.arange(rows)), threading.get_ident()
+
+    out, loop_thread = asyncio.run(main())
+    assert out.tolist() == (np.arange(rows) * 2).tolist()
+    assert runner.inline is (seconds < 0.25e-3)
+    assert (model.threads == [loop_thread]) is inline
