@@ -28,6 +28,54 @@ class ExportResult:
     path: Path
     max_abs_diff: float
     checked: int
+    served_metric: float | None = None
+    """The validation metric of the model at ``path`` when it is not the PyTorch model's (INT8)."""
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """The outcome of dynamic INT8 quantization: both validation metrics and whether the INT8 model is served."""
+
+    path: Path
+    float_metric: float
+    int8_metric: float
+    max_abs_diff: float
+    """Largest difference of ``parity_view`` between the INT8 and the float model on the validation inputs."""
+    accepted: bool
+    why: str
+
+
+def onnx_outputs(task: Task, path: Path, spec: Spec, x: tuple[np.ndarray, ...], batch: int = 32) -> np.ndarray:
+    """ONNX Runtime's (CPU provider) first output on ``x``, in batches."""
+    session = make_session(path.read_bytes(), accelerate=False)
+    names = [t.name for t in task.inputs(spec)]
+    n = len(x[0])
+    return np.concatenate([session.run(None, dict(zip(names, (a[i : i + batch] for a in x))))[0] for i in range(0, n, batch)])
+
+
+def quantize_task(task: Task, path: Path, data: Dataset) -> Quantized:
+    """Quantize ``task.quantize_ops`` of the exported float model to INT8 (dynamic: weights ahead of time,
+    activations per call) and compare the validation metric of both ONNX models.
+
+    The INT8 model is accepted when its metric is at most ``task.quantize_max_change`` worse.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = path.with_name(path.stem + ".int8.onnx")
+    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=list(task.quantize_ops))
+    onnx.checker.check_model(str(out))
+    float_out = onnx_outputs(task, path, data.spec, data.valid_x)
+    int8_out = onnx_outputs(task, out, data.spec, data.valid_x)
+    float_metric, int8_metric = task.metric(float_out, data.valid_y), task.metric(int8_out, data.valid_y)
+    worse = float_metric - int8_metric if task.higher_is_better else int8_metric - float_metric
+    diff = float(np.max(np.abs(task.parity_view(int8_out) - task.parity_view(float_out))))
+    accepted = worse <= task.quantize_max_change + 1e-12
+    why = (
+        f"validation {task.metric_name} {float_metric:.4f} (float) -> {int8_metric:.4f} (INT8), "
+        f"{'within' if accepted else 'beyond'} the allowed change of {task.quantize_max_change}"
+    )
+    log.info("dynamic INT8 quantization of %s: %s", ", ".join(task.quantize_ops), why)
+    return Quantized(out, float_metric, int8_metric, diff, accepted, why)
 
 
 def dynamic_shapes(task: Task, spec: Spec) -> tuple[dict[int, object], ...]:

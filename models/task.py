@@ -107,6 +107,10 @@ class Task(ABC):
     parity_atol: ClassVar[float] = 1e-4
     parity_rtol: ClassVar[float] = 1e-3
     """ONNX-vs-PyTorch tolerance, applied to ``parity_view`` of the outputs."""
+    quantize_ops: ClassVar[tuple[str, ...]] = ()
+    """ONNX operators to quantize dynamically to INT8 after export (e.g. ``LSTM``, ``MatMul``); empty: none."""
+    quantize_max_change: ClassVar[float] = 0.0
+    """How much worse the validation metric may get through quantization; beyond it the float model is served."""
 
     def config(self, name: str = "demo", **overrides: Any) -> TrainConfig:
         """Build a named config, with optional field overrides."""

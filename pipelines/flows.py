@@ -7,6 +7,7 @@ pull-data -> (skip when data and code are unchanged) -> validate-data -> load-da
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from models import modelstore
-from models.export import ExportResult, check_task_parity, export_onnx
+from models.export import ExportResult, check_task_parity, export_onnx, quantize_task
 from models.onnx_model import accelerated_providers
 from models.plots import learning_curves
 from models.registry import get_task
@@ -151,7 +152,26 @@ def export(task_name: str, data: Dataset, result: FitResult, settings: Settings,
     if accelerated:  # the same check on the GPU engine the services will build (TensorRT FP16, or CUDA)
         on_gpu = check_task_parity(t, result.net, path, data.spec, data, accelerate=True)
         c.log_metric(run_id, "onnx_gpu_max_abs_diff", on_gpu.max_abs_diff)
-    return checked
+    if not t.quantize_ops:
+        return checked
+    if os.environ.get("ZOO_QUANTIZE", "1") == "0":
+        c.set_tag(run_id, "onnx_quantized", "no: ZOO_QUANTIZE=0")
+        return checked
+    q = quantize_task(t, path, data)
+    m = t.metric_name
+    c.log_metric(run_id, f"onnx_float_{m}", q.float_metric)
+    c.log_metric(run_id, f"onnx_int8_{m}", q.int8_metric)
+    c.log_metric(run_id, "onnx_int8_max_abs_diff", q.max_abs_diff)
+    ops = ", ".join(t.quantize_ops)
+    if not q.accepted:
+        c.set_tag(run_id, "onnx_quantized", f"no: {q.why}; the float model is registered")
+        print(f"{task_name}: INT8 not used: {q.why}")
+        return checked
+    c.set_tag(run_id, "onnx_quantized", f"dynamic INT8 ({ops}): {q.why}")
+    c.log_metric(run_id, f"torch_{m}", result.metric)
+    c.log_metric(run_id, m, q.int8_metric, step=1)  # the registered (served) model's metric
+    print(f"{task_name}: registering the dynamic INT8 model: {q.why}")
+    return ExportResult(q.path, checked.max_abs_diff, checked.checked, served_metric=q.int8_metric)
 
 
 @task(name="register", **IO_RETRIES)
@@ -219,6 +239,8 @@ def retrain(
             exported = export(task, data, result, settings, run_id, Path(tmp))
             _step("register")
             model_version = register(task, data, exported, settings, run_id, {**tags, "run_id": run_id})
+            if exported.served_metric is not None:  # e.g. INT8: the registered model's own metric
+                metrics[t.metric_name] = exported.served_metric
     except BaseException:
         c.set_terminated(run_id, "FAILED")
         raise

@@ -142,3 +142,27 @@ def test_a_loss_that_stops_being_finite_fails_fast(datasets: dict[str, Dataset],
     monkeypatch.setattr(type(task), "loss", lambda self, out, y: (out * float("nan")).mean())
     with pytest.raises(TrainingDiverged, match="learning rate"):
         fit(task, datasets["recommend"], task.config("tiny"), progress=False)
+
+
+@pytest.mark.parametrize("name", [n for n in task_names() if get_task(n).quantize_ops])
+def test_dynamic_int8_quantization_reports_both_metrics_and_follows_the_allowed_change(
+    name: str, datasets: dict[str, Dataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+
+    from models.export import quantize_task
+
+    task, data = get_task(name), datasets[name]
+    torch.manual_seed(0)
+    net = task.build(data.spec, task.config("tiny")).eval()
+    path = export_onnx(task, net, data.spec, data.train_x, tmp_path / "m.onnx")
+    q = quantize_task(task, path, data)
+    ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
+    assert ops & {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul"}  # INT8 kernels, not float ones
+    torch_metric = task.metric(predict(net, data.valid_x), data.valid_y)
+    assert q.float_metric == pytest.approx(torch_metric, abs=1e-6)  # the float ONNX model is PyTorch's
+    assert 0.0 <= q.max_abs_diff < 0.5 and q.accepted == (
+        (q.float_metric - q.int8_metric if task.higher_is_better else q.int8_metric - q.float_metric) <= task.quantize_max_change + 1e-12
+    )
+    monkeypatch.setattr(type(task), "quantize_max_change", -1.0)  # no change is small enough: the float model stays
+    assert not quantize_task(task, path, data).accepted
