@@ -15,7 +15,8 @@ Knobs (environment variables; defaults in brackets):
 ``BENCH_CONCURRENCY``       HTTP concurrencies [1,8,32]
 ``BENCH_SERVERS``           HTTP servers [bentoml,mlflow,fastapi]
 ``BENCH_RESULT_SUFFIX``     model level only: write ``model_level<suffix>.{json,md}`` (a side run, e.g. ``-passive``) [none]
-``BENCH_BENTO_ENV``         extra variables for the BentoML service only, e.g. ``ZOO_WORKERS=2,ZOO_ORT_THREADS=1`` [none]
+``BENCH_BENTO_ENV``         extra variables for the BentoML service only, e.g. ``ZOO_WORKERS=1`` [none]
+``BENCH_PEER_WORKERS``      worker processes of ``mlflow models serve`` and the FastAPI app [as many as the Bento]
 """
 
 from __future__ import annotations

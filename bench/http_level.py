@@ -10,6 +10,10 @@ One server at a time on this machine, each loaded with the registry champions:
   model outputs back: the preprocessing and postprocessing are not in its time;
 - ``fastapi``: ``bench/peers/fastapi_app.py``, PyTorch eager, one request at a time.
 
+The peers run as many worker processes as the Bento (``-w`` / ``--workers``; the Bento's
+default is one per CPU, see ``services.base.serving_workers``), so that all three split
+the same CPUs the same way; ``BENCH_PEER_WORKERS`` sets another number.
+
 Load: ``wrk`` (one thread, ``-c`` 1, 8, 32; ``bench/wrk/post.lua``) posting the same prepared
 body on every request, one input per request. Each round starts each server once,
 in an order that rotates between rounds, and runs every API at every concurrency;
@@ -305,6 +309,19 @@ def base_env() -> dict[str, str]:
     return {**os.environ, **settings().tool_env(), "PATH": path}
 
 
+def bento_workers() -> int:
+    """The Bento's worker processes: its own default for the all-tasks service, or ``ZOO_WORKERS`` from ``BENCH_BENTO_ENV``."""
+    from services.base import serving_workers
+
+    extra = dict(kv.split("=", 1) for kv in env_list("BENCH_BENTO_ENV", ()))
+    return int(extra["ZOO_WORKERS"]) if extra.get("ZOO_WORKERS") else serving_workers()
+
+
+def peer_workers() -> int:
+    """The peers run as many worker processes as the Bento (a fair split of the same CPUs), unless ``BENCH_PEER_WORKERS``."""
+    return env_int("BENCH_PEER_WORKERS", 0) or bento_workers()
+
+
 def bento_server(tasks: list[str], log: Path) -> Server:
     from pipelines.serving import serve_command
 
@@ -319,13 +336,13 @@ def mlflow_server(task: str, log: Path) -> Server:
 
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     uri = f"models:/{modelstore.registered_name(task)}@champion"
-    cmd = [mlflow, "models", "serve", "-m", uri, "-h", "127.0.0.1", "-p", "{port}", "--env-manager", "local", "-w", "1"]
+    cmd = [mlflow, "models", "serve", "-m", uri, "-h", "127.0.0.1", "-p", "{port}", "--env-manager", "local", "-w", str(peer_workers())]
     return Server("mlflow", cmd, base_env(), "/ping", log)
 
 
 def fastapi_server(tasks: list[str], log: Path) -> Server:
     uvicorn = str(Path(sys.executable).with_name("uvicorn"))
-    cmd = [uvicorn, "bench.peers.fastapi_app:app", "--app-dir", str(ROOT), "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    cmd = [uvicorn, "bench.peers.fastapi_app:app", "--app-dir", str(ROOT), "--host", "127.0.0.1", "--port", "{port}", "--workers", str(peer_workers())]
     return Server("fastapi", cmd, {**base_env(), "BENCH_TASKS": ",".join(tasks)}, "/ping", log)
 
 
@@ -456,7 +473,13 @@ def markdown(data: dict[str, Any]) -> str:
         f"wrk, one thread, {data['seconds']} s per run after a 1 s warm-up, one input per request; "
         f"median over {data['rounds']} rounds (each round starts every server once); errors summed over rounds "
         "(non-2xx answers, socket errors, timeouts). MLflow's server is sent the model tensors the same input becomes "
-        "and answers raw model outputs.",
+        "and answers raw model outputs. "
+        + (
+            f"Worker processes: the Bento {data['workers']['bentoml']} (its default here: one per CPU), "
+            f"`mlflow models serve` and FastAPI {data['workers']['peers']} each."
+            if "workers" in data
+            else "One worker process each."
+        ),
         "",
         "| API | server | " + " | ".join(f"c{c} req/s | c{c} p50 / p95 / p99 ms | c{c} errors" for c in conc) + " |",
         "| --- | --- | " + " | ".join("--- | --- | ---" for _ in conc) + " |",
@@ -573,6 +596,7 @@ def main() -> int:
         "stamp": st,
         "rounds": rounds,
         "seconds": seconds,
+        "workers": {"bentoml": bento_workers(), "peers": peer_workers()},
         "concurrency": concurrency,
         "servers": servers,
         "apis": [a.name for a in apis],

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -101,12 +103,16 @@ class ZooService:
 
     served: ClassVar[tuple[str, ...] | None] = None
     """Tasks this service serves; ``None``: ``ZOO_TASKS``, else every task with a champion."""
+    compute_bound: ClassVar[bool] = False
+    """Only compute-bound models (one worker, every CPU for ONNX Runtime): see :func:`serving_workers`."""
 
     def __init__(self) -> None:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.settings = Settings.from_env()
         self.settings.apply()
+        # Each worker's ONNX Runtime sessions get their share of the CPUs (models.onnx_model reads it).
+        os.environ["ZOO_ORT_THREADS"] = str(ort_threads(serving_workers(self.compute_bound)))
         self.runners: dict[str, TaskRunner] = {}
         self.problems: dict[str, str] = {}
         self.runner_types: dict[str, type[TaskRunner]] = collect(type(self), "runner_types")
@@ -287,12 +293,55 @@ class ZooMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def service_options() -> dict[str, Any]:
+MAX_DEFAULT_WORKERS = 4
+"""Without ``ZOO_WORKERS``, at most this many workers (each holds its own copy of the models)."""
+
+
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2's CPU quota and period: what a container's CPU limit becomes."""
+
+
+def available_cpus(cpu_max: Path = CPU_MAX) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's CPU limit)."""
+    n = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
+def serving_workers(compute_bound: bool = False) -> int:
+    """Worker processes: ``ZOO_WORKERS``, else one per CPU (at most ``MAX_DEFAULT_WORKERS``),
+    or one for a service of compute-bound models only.
+
+    Tuned in issue 6 (wrk on the 2-CPU machine, one worker against two with one ONNX Runtime
+    thread each): ``/rate`` and ``/sales`` at c32 went from 480-550 to 1,100-1,150 and from
+    255-325 to 480-500 requests/s, classify from 198 to 357, sentiment from 247 to 283, segment
+    stayed at 42-43; only superres lost (c1 17.5 -> 12.9, c32 19.3 -> 16.7 requests/s), which is
+    why the segment and superres services keep one worker with every core for ONNX Runtime.
+    """
+    if os.environ.get("ZOO_WORKERS", "").strip():
+        return env_int("ZOO_WORKERS", 1)
+    return 1 if compute_bound else max(1, min(available_cpus(), MAX_DEFAULT_WORKERS))
+
+
+def ort_threads(workers: int) -> int:
+    """ONNX Runtime intra-op threads per worker: ``ZOO_ORT_THREADS``, else the CPUs shared out among the workers."""
+    if os.environ.get("ZOO_ORT_THREADS", "").strip():
+        return env_int("ZOO_ORT_THREADS", 0)
+    return max(1, available_cpus() // workers)
+
+
+def service_options(compute_bound: bool = False) -> dict[str, Any]:
     """``@bentoml.service`` options shared by every service (tuned in issue 6)."""
     return {
         "traffic": {"timeout": 60},
-        "workers": env_int("ZOO_WORKERS", 1),
+        "workers": serving_workers(compute_bound),
         "metrics": {"enabled": True},
+        "logging": {"access": {"enabled": os.environ.get("ZOO_ACCESS_LOG", "1") != "0"}},
     }
 
 

@@ -80,6 +80,7 @@ class SegmentAPI:
 
 
 @with_middleware
-@bentoml.service(name="segment", **service_options())
+@bentoml.service(name="segment", **service_options(compute_bound=True))
 class Segment(SegmentAPI, ZooService):
     served = ("segment",)
+    compute_bound = True

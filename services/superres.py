@@ -94,6 +94,7 @@ class SuperresAPI:
 
 
 @with_middleware
-@bentoml.service(name="superres", **service_options())
+@bentoml.service(name="superres", **service_options(compute_bound=True))
 class Superres(SuperresAPI, ZooService):
     served = ("superres",)
+    compute_bound = True

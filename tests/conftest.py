@@ -23,6 +23,11 @@ _SESSION_HOME = Path(tempfile.mkdtemp(prefix="zoo-test-home-"))
 for _key, _value in Settings.from_env({"ZOO_HOME": str(_SESSION_HOME)}).tool_env().items():
     os.environ[_key] = _value
 
+# The services' servers in tests run one worker (the default is one per CPU): with several, each
+# worker follows the registry on its own, and the live-reload tests would race between them.
+# tests/integration/test_service.py starts the default multi-worker server once on its own.
+os.environ.setdefault("ZOO_WORKERS", "1")
+
 ENV_KEYS = ("ZOO_HOME", "ZOO_PROJECT_ROOT", "ZOO_DATA_MIRROR", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME", "BENTOML_HOME")
 
 

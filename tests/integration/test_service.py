@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from pathlib import Path
 
@@ -157,3 +158,15 @@ def test_not_ready_without_a_champion(tmp_path: Path, mirror: Path, project: Set
         assert httpx.get(f"{url}/readyz").status_code == 503
         r = httpx.post(f"{url}/recommend", json={"user_id": 1})
         assert r.status_code == 503 and "no task has a champion" in r.json()["error"]
+
+
+def test_two_workers_each_load_the_model_and_answer(project: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "two.log"
+    with running_server(project, task="recommend", log=log, extra_env={"ZOO_WORKERS": "2", "ZOO_ORT_THREADS": ""}) as url:
+        with bentoml.SyncHTTPClient(url, server_ready_timeout=240) as client:
+            answers = [client.rate(user_ids=[1, 2], movie_ids=[1, 3]) for _ in range(20)]
+        deadline = time.monotonic() + 60
+        while len(set(re.findall(r"\[entry_service:recommend:(\d+)\] Service recommend initialized", log.read_text()))) < 2:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)  # the second worker may still be starting
+    assert all(len(a["ratings"]) == 2 for a in answers)
