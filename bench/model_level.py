@@ -143,12 +143,37 @@ def peak(n: int, rounds: int, min_seconds: float) -> dict[str, Any]:
     return out
 
 
+QUANTIZED_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul"}
+
+
+def int8_session(champ: Champion) -> Any:
+    """For a task that quantizes (``quantize_ops``) but whose champion is a float model: an ONNX Runtime
+    session on a dynamic INT8 copy of it, made here the way the export step makes one (timing only)."""
+    import tempfile
+
+    import onnx
+
+    from models.onnx_model import make_session
+    from models.registry import get_task
+
+    task = get_task(champ.task)
+    if not task.quantize_ops or QUANTIZED_OPS & {n.op_type for n in onnx.load(str(champ.onnx_path)).graph.node}:
+        return None
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "int8.onnx"
+        quantize_dynamic(str(champ.onnx_path), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=list(task.quantize_ops))
+        return make_session(out.read_bytes())
+
+
 def bench_task(champ: Champion, rounds: int, min_seconds: float) -> dict[str, Any]:
     import torch
 
     net, source = torch_model(champ)
     sess = champ.model.session
     names = [i.name for i in sess.get_inputs()]
+    int8 = int8_session(champ)
     flops, how = count_flops(net, model_inputs(champ, 1))
     result: dict[str, Any] = {"task": champ.task, "version": champ.version, "weights": source, "flops_per_input": flops, "flops_counted_by": how, "batches": {}}
     for batch in BATCHES:
@@ -164,7 +189,10 @@ def bench_task(champ: Champion, rounds: int, min_seconds: float) -> dict[str, An
             return sess.run(None, feeds)
 
         diff = float(np.max(np.abs(eager().float().numpy() - ort()[0])))
-        samples = interleaved({"torch": eager, "onnxruntime": ort}, rounds, min_seconds)
+        fns = {"torch": eager, "onnxruntime": ort}
+        if int8 is not None:
+            fns["int8"] = lambda: int8.run(None, feeds)
+        samples = interleaved(fns, rounds, min_seconds)
         ratios = [t / o for t, o in zip(samples["torch"], samples["onnxruntime"])]
         result["batches"][str(batch)] = {
             "torch_ms": spread([s * 1000 for s in samples["torch"]]),
@@ -174,6 +202,12 @@ def bench_task(champ: Champion, rounds: int, min_seconds: float) -> dict[str, An
             "speedup": spread(ratios),
             "max_abs_diff": diff,
         }
+        if int8 is not None:
+            result["batches"][str(batch)]["int8"] = {
+                "onnxruntime_ms": spread([s * 1000 for s in samples["int8"]]),
+                "speedup": spread([t / q for t, q in zip(samples["torch"], samples["int8"])]),
+                "vs_float": spread([f / q for f, q in zip(samples["onnxruntime"], samples["int8"])]),
+            }
         print(
             f"  {champ.task} batch {batch}: torch {fmt_spread(result['batches'][str(batch)]['torch_ms'])} ms, "
             f"onnxruntime {fmt_spread(result['batches'][str(batch)]['onnxruntime_ms'])} ms, "
@@ -206,6 +240,22 @@ def markdown(data: dict[str, Any]) -> str:
                 f"**{fmt(b['speedup']['median'], 3)}x** ({fmt(b['speedup']['q1'], 2)}-{fmt(b['speedup']['q3'], 2)}) | "
                 f"{fmt(b['torch_per_s']['median'])} | {fmt(b['onnxruntime_per_s']['median'])} | "
                 f"{fmt(r['flops_per_input'] / 1e6)} | {fmt(share, 2)}% | {b['max_abs_diff']:.1e} |"
+            )
+    int8_rows = [(r, batch, b["int8"]) for r in data["tasks"] for batch, b in r["batches"].items() if "int8" in b]
+    if int8_rows:
+        lines += [
+            "",
+            "Tasks that quantize to INT8 at export but whose champion is a float model: the same champion quantized here "
+            "(dynamic INT8, the export step's settings), timed in the same interleaved rounds:",
+            "",
+            "| task | batch | INT8 ONNX Runtime ms | speed-up over PyTorch | over float ONNX Runtime |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r, batch, q in int8_rows:
+            lines.append(
+                f"| {r['task']} v{r['version']} INT8 | {batch} | {fmt_spread(q['onnxruntime_ms'])} | "
+                f"**{fmt(q['speedup']['median'], 3)}x** ({fmt(q['speedup']['q1'], 2)}-{fmt(q['speedup']['q3'], 2)}) | "
+                f"{fmt(q['vs_float']['median'], 3)}x |"
             )
     lines += ["", "PyTorch weights and FLOP counting per task:", ""]
     lines += [f"- {r['task']}: {r['weights']}; FLOPs by {r['flops_counted_by']}" for r in data["tasks"]]

@@ -37,6 +37,13 @@ def goal_lines(model: dict[str, Any] | None, http: dict[str, Any] | None) -> tup
             f"(speed-up at batch 1: {all_b1})"
             + ("" if not short else f"; below 1.5x: {', '.join(f'{t} {s:.2f}x' for t, s in short)}")
         )
+        for r in model["tasks"]:
+            q = r["batches"]["1"].get("int8")
+            if q:
+                lines.append(
+                    f"  - {r['task']}: its champion v{r['version']} is a float model; quantized to INT8 as the export step "
+                    f"now does, it runs at {q['speedup']['median']:.2f}x PyTorch eager at batch 1"
+                )
     if http:
         goals = http["goals"]
         tp_fail = [g for g in goals if not g["throughput_met"]]
