@@ -25,7 +25,7 @@ for _key, _value in Settings.from_env({"ZOO_HOME": str(_SESSION_HOME)}).tool_env
 
 # The services' servers in tests run one worker (the default is one per CPU): with several, each
 # worker follows the registry on its own, and the live-reload tests would race between them.
-# tests/integration/test_service.py starts the default multi-worker server once on its own.
+# The session's API server (SERVED_ENV) runs two, as the default does on two CPUs.
 os.environ.setdefault("ZOO_WORKERS", "1")
 
 ENV_KEYS = ("ZOO_HOME", "ZOO_PROJECT_ROOT", "ZOO_DATA_MIRROR", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME", "BENTOML_HOME")
@@ -113,6 +113,7 @@ SERVED_ENV = {
     "ZOO_SUPERRES_MAX_PIXELS": "40000",
     "ZOO_MAX_RECORDS": "50",
     "ZOO_MAX_TEXTS": "5",
+    "ZOO_WORKERS": "2",  # the default on a 2-CPU machine: the API tests run against two workers
 }
 """Caps of the shared test service (small, so that the tests can cross them cheaply)."""
 
