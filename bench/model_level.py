@@ -159,12 +159,10 @@ def int8_session(champ: Champion) -> Any:
     task = get_task(champ.task)
     if not task.quantize_ops or QUANTIZED_OPS & {n.op_type for n in onnx.load(str(champ.onnx_path)).graph.node}:
         return None
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from models.export import quantize_int8
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "int8.onnx"
-        quantize_dynamic(str(champ.onnx_path), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=list(task.quantize_ops))
-        return make_session(out.read_bytes())
+        return make_session(quantize_int8(task, champ.onnx_path, Path(tmp) / "int8.onnx").read_bytes())
 
 
 def bench_task(champ: Champion, rounds: int, min_seconds: float) -> dict[str, Any]:

@@ -53,17 +53,22 @@ def onnx_outputs(task: Task, path: Path, spec: Spec, x: tuple[np.ndarray, ...], 
     return np.concatenate([session.run(None, dict(zip(names, (a[i : i + batch] for a in x))))[0] for i in range(0, n, batch)])
 
 
+def quantize_int8(task: Task, src: Path, dst: Path) -> Path:
+    """Dynamic INT8 of ``task.quantize_ops`` in the ONNX model ``src`` (INT8 weights, activations per call), to ``dst``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=list(task.quantize_ops))
+    onnx.checker.check_model(str(dst))
+    return dst
+
+
 def quantize_task(task: Task, path: Path, data: Dataset) -> Quantized:
     """Quantize ``task.quantize_ops`` of the exported float model to INT8 (dynamic: weights ahead of time,
     activations per call) and compare the validation metric of both ONNX models.
 
     The INT8 model is accepted when its metric is at most ``task.quantize_max_change`` worse.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    out = path.with_name(path.stem + ".int8.onnx")
-    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=list(task.quantize_ops))
-    onnx.checker.check_model(str(out))
+    out = quantize_int8(task, path, path.with_name(path.stem + ".int8.onnx"))
     float_out = onnx_outputs(task, path, data.spec, data.valid_x)
     int8_out = onnx_outputs(task, out, data.spec, data.valid_x)
     float_metric, int8_metric = task.metric(float_out, data.valid_y), task.metric(int8_out, data.valid_y)

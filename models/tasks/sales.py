@@ -582,21 +582,21 @@ SMALL = 64
 """Up to this many records, keys are made value by value (cheaper than ``np.unique``)."""
 
 
-def _float_keys(values: np.ndarray) -> np.ndarray:
-    """Vocabulary keys of float values (see :func:`_key`), one ``_key`` call per distinct value."""
-    values = np.asarray(values, dtype=np.float64)
+def _mapped_keys(values: np.ndarray, key: Any) -> np.ndarray:
+    """``key`` of each value as an object array: value by value for a few, else once per distinct value."""
     if len(values) <= SMALL:
-        return np.array([_key(float(v)) for v in values], dtype=object)
+        return np.array([key(v) for v in values], dtype=object)
     uniq, inv = np.unique(values, return_inverse=True)
-    return np.array([_key(float(v)) for v in uniq], dtype=object)[inv.reshape(-1)]
+    return np.array([key(v) for v in uniq], dtype=object)[inv.reshape(-1)]
+
+
+def _float_keys(values: np.ndarray) -> np.ndarray:
+    """Vocabulary keys of float values (see :func:`_key`)."""
+    return _mapped_keys(np.asarray(values, dtype=np.float64), lambda v: _key(float(v)))
 
 
 def _int_keys(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.int64)
-    if len(values) <= SMALL:
-        return np.array([str(int(v)) for v in values], dtype=object)
-    uniq, inv = np.unique(values, return_inverse=True)
-    return np.array([str(int(v)) for v in uniq], dtype=object)[inv.reshape(-1)]
+    return _mapped_keys(np.asarray(values, dtype=np.int64), lambda v: str(int(v)))
 
 
 def _flag_keys(values: np.ndarray) -> np.ndarray:
