@@ -28,6 +28,13 @@ for _key, _value in Settings.from_env({"ZOO_HOME": str(_SESSION_HOME)}).tool_env
 # The session's API server (SERVED_ENV) runs two, as the default does on two CPUs.
 os.environ.setdefault("ZOO_WORKERS", "1")
 
+# make test runs two xdist workers (pyproject's addopts): each gets its share of the CPUs for
+# PyTorch's OpenMP threads. Two workers of 2 threads each on 2 CPUs made a 4 s overfitting test
+# take 57 s (OpenMP threads spin-waiting for cores the other worker holds).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+
 ENV_KEYS = ("ZOO_HOME", "ZOO_PROJECT_ROOT", "ZOO_DATA_MIRROR", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_HOME", "BENTOML_HOME")
 
 
@@ -169,8 +176,48 @@ def _postgres_up(host: str = "127.0.0.1", port: int = 5432) -> bool:
         return False
 
 
+PROJECT_FILES = frozenset(
+    f"tests/integration/{name}.py"
+    for name in (
+        "test_flow", "test_follow", "test_prometheus", "test_promotion", "test_schedule",
+        "test_service", "test_service_images", "test_service_sales", "test_service_sentiment",
+    )
+)
+"""The test files that use the session's trained ``project`` (and its ``served`` server).
+
+``make test`` runs on two xdist workers; these files all go to one of them, so that the
+project is trained and served once, while the other worker takes every other module
+(production mode on PostgreSQL, contracts, retrain rules...). A test file that uses
+``project`` and is not listed here stops the collection with a message saying so.
+"""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201 - xdist's hook
+    """``--dist loadscope``, with the files of ``PROJECT_FILES`` as one scope.
+
+    (xdist's own ``xdist_group`` marks do not group on pytest 9: its worker renames
+    ``item._nodeid``, which pytest 9 no longer reads; so the scope is chosen here, in the
+    controller, from the node ids.)
+    """
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProjectScopeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "project" if nodeid.split("::", 1)[0] in PROJECT_FILES else super()._split_scope(nodeid)
+
+    return ProjectScopeScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Production-mode tests need the PostgreSQL server; without one they are skipped, saying why."""
+    """Every test of the session's project is in ``PROJECT_FILES``; production-mode tests need PostgreSQL.
+
+    Without a PostgreSQL server the production-mode tests are skipped, saying why.
+    """
+    strays = sorted({i.nodeid.split("::", 1)[0] for i in items if "project" in getattr(i, "fixturenames", ())} - PROJECT_FILES)
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} use the session's project: add them to PROJECT_FILES in tests/conftest.py")
     if any(item.get_closest_marker("postgres") for item in items) and not _postgres_up():
         skip = pytest.mark.skip(reason="PostgreSQL is not listening on 127.0.0.1:5432 (production-mode tests need it)")
         for item in items:
