@@ -15,7 +15,8 @@ default is one per CPU, see ``services.base.serving_workers``), so that all thre
 the same CPUs the same way; ``BENCH_PEER_WORKERS`` sets another number.
 
 Load: ``wrk`` (one thread, ``-c`` 1, 8, 32; ``bench/wrk/post.lua``) posting the same prepared
-body on every request, one input per request. Each round starts each server once,
+body on every request, one input per request. Each run starts once the server is idle
+(``Server.settle``: the last run's backlog answered). Each round starts each server once,
 in an order that rotates between rounds, and runs every API at every concurrency;
 figures are medians over rounds, errors are summed. wrk runs on the same cores as
 the server (as any load generator on this machine would).
@@ -290,6 +291,35 @@ class Server:
         self.start_s = time.monotonic() - t0
         return self
 
+    def settle(self, timeout: float = 180, window: float = 0.5, busy: float = 0.05) -> float:
+        """Wait until the server's processes are idle, and return the seconds waited.
+
+        When wrk stops, a server that fell behind still holds the requests it had read (the
+        FastAPI app runs one at a time, 32 queued segment requests are tens of seconds); timed
+        from the next run they made a peer look dead (0 requests/s at c1). Idle: the process
+        group used under ``busy`` of one CPU over ``window`` seconds.
+        """
+        import psutil
+
+        def cpu_seconds() -> float:
+            root = psutil.Process(self.proc.pid)
+            total = 0.0
+            for proc in (root, *root.children(recursive=True)):
+                try:
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                total += times.user + times.system
+            return total
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            before = cpu_seconds()
+            time.sleep(window)
+            if cpu_seconds() - before < busy * window:
+                break
+        return time.monotonic() - t0
+
     def __exit__(self, *exc: Any) -> None:
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -388,11 +418,12 @@ def run_apis(server: Server, apis: list[Api], bodies: Path, concurrency: list[in
             continue
         wrk(url, body_file, ctype, 8, 1)  # warm-up, not recorded
         for c in concurrency:
+            drained = server.settle()  # the last run's backlog is answered before this run starts
             r = wrk(url, body_file, ctype, c, seconds)
-            rows.append({"round": rnd, "server": server.kind, "api": api.name, "concurrency": c, **r})
+            rows.append({"round": rnd, "server": server.kind, "api": api.name, "concurrency": c, "drained_s": round(drained, 2), **r})
             print(
                 f"    {server.kind:8s} {api.name:10s} c{c:<3d} {r['rps']:8.1f} req/s  p50 {r['p50_us'] / 1000:7.1f} ms  "
-                f"p99 {r['p99_us'] / 1000:7.1f} ms  errors {r['errors']}",
+                f"p99 {r['p99_us'] / 1000:7.1f} ms  errors {r['errors']}  (waited {drained:.1f} s for idle)",
                 flush=True,
             )
 
