@@ -30,7 +30,6 @@ in this process with no server running; the best is the API's ceiling in request
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os

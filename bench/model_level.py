@@ -153,14 +153,13 @@ def int8_session(champ: Champion) -> Any:
 
     import onnx
 
+    from models.export import quantize_int8
     from models.onnx_model import make_session
     from models.registry import get_task
 
     task = get_task(champ.task)
     if not task.quantize_ops or QUANTIZED_OPS & {n.op_type for n in onnx.load(str(champ.onnx_path)).graph.node}:
         return None
-    from models.export import quantize_int8
-
     with tempfile.TemporaryDirectory() as tmp:
         return make_session(quantize_int8(task, champ.onnx_path, Path(tmp) / "int8.onnx").read_bytes())
 
