@@ -15,23 +15,52 @@ from typing import Any
 
 import yaml
 
-from models.registry import get_task
+from models.registry import task_names
 from models.settings import Settings
 from pipelines.serving import free_port, stop_group
 
 DEFAULTS = Path(__file__).with_name("schedules.yaml")
 
 
+UNSCHEDULED = "unscheduled"
+"""The key of a schedules file that lists the tasks deliberately left without a schedule (task: why)."""
+
+
+class ScheduleError(ValueError):
+    """A schedules file that names an unknown task, lacks a cron, or leaves a registered task out."""
+
+
 def load_schedules(path: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Per task: ``cron``, ``config``, ``auto_promote`` (and optional ``timezone``)."""
+    """Per scheduled task: ``cron``, ``config``, ``auto_promote`` (and optional ``timezone``).
+
+    Every registered task must have an entry, or be listed under ``unscheduled`` with a reason:
+    a task added to the registry is never left without retraining unnoticed.
+    """
     path = path or Path(os.environ.get("ZOO_SCHEDULES", DEFAULTS))
     raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ScheduleError(f"{path}: expected a mapping of task names to schedules")
+    unscheduled = raw.pop(UNSCHEDULED, None) or {}
+    if not isinstance(unscheduled, dict):
+        raise ScheduleError(f"{path}: {UNSCHEDULED} must map each task to the reason it has no schedule")
+    known = task_names()
+    for task in (*raw, *unscheduled):
+        if task not in known:
+            raise ScheduleError(f"{path}: unknown task {task!r}; known tasks: {', '.join(known)}")
+    both = sorted(set(raw) & set(unscheduled))
+    if both:
+        raise ScheduleError(f"{path}: {', '.join(both)} both scheduled and listed under {UNSCHEDULED}")
     out = {}
     for task, entry in raw.items():
-        get_task(task)  # an unknown task is an error here, not at 2 a.m.
-        if "cron" not in entry:
-            raise ValueError(f"{path}: {task} has no cron")
+        if not isinstance(entry, dict) or "cron" not in entry:
+            raise ScheduleError(f"{path}: {task} has no cron")
         out[task] = {"config": "demo", "auto_promote": False, **entry}
+    missing = [t for t in known if t not in out and t not in unscheduled]
+    if missing:
+        raise ScheduleError(
+            f"{path}: no schedule for {', '.join(missing)}; give each a cron, "
+            f"or list it under '{UNSCHEDULED}:' with the reason it retrains by hand"
+        )
     return out
 
 
