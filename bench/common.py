@@ -224,23 +224,23 @@ def settings():
 
 def champions(tasks: list[str]) -> dict[str, Champion]:
     """The champion of each task, downloaded and sha256-checked; exits (non-zero) when there is none."""
-    from models import modelstore
+    from models.store import connect, names, reading
 
     st = settings()
-    c = modelstore.client(st)
+    c = connect.client(st)
     found: dict[str, Champion] = {}
     missing = []
     for task in tasks:
-        name = modelstore.registered_name(task)
+        name = names.model_name(task)
         try:
-            mv = modelstore.by_alias(c, name, modelstore.CHAMPION)
+            mv = reading.by_alias(c, name, names.CHAMPION)
         except Exception as exc:  # no database yet
             raise NoDemoState(f"cannot read the registry at {st.registry_uri}: {exc}\nRun `make demo` first.") from exc
         if mv is None:
             missing.append(task)
             continue
-        model = modelstore.open_version(st, c, mv)  # downloads and checks both sha256 before opening
-        folder = modelstore.download(st, c, mv)
+        model = reading.open_version(st, c, mv)  # downloads and checks both sha256 before opening
+        folder = reading.download(st, c, mv)
         found[task] = Champion(
             task=task,
             version=str(mv.version),
@@ -266,7 +266,7 @@ def torch_model(champ: Champion) -> tuple[Any, str]:
     The flow does not save a separate weights file: the registered run's Lightning
     checkpoint (``ZOO_HOME/checkpoints/<task>/<run_id>/``, read with
     ``weights_only=True``) holds the trained state dict, loaded into the task's
-    ``build(spec, config)``, then ``export_module`` (what was exported to ONNX).
+    recipe's ``build(spec)``, then its ``export_module`` (what was exported to ONNX).
     Without a checkpoint the same architecture runs with fresh weights (timing only).
     """
     import torch
@@ -275,8 +275,8 @@ def torch_model(champ: Champion) -> tuple[Any, str]:
 
     t = get_task(champ.task)
     cfg = t.config(champ.config_name if champ.config_name in t.configs else "demo")
-    pre = champ.spec["preprocess"]
-    net = t.build(pre, cfg)
+    recipe = t.recipe(cfg)
+    net = recipe.build(champ.spec["preprocess"])
     source = "fresh weights (no checkpoint of the registered run found; timing only)"
     ckpt_dir = settings().checkpoints / champ.task / str(champ.run_id)
     ckpts = sorted((p for p in ckpt_dir.rglob("*.ckpt") if "lm" not in p.relative_to(ckpt_dir).parts), key=lambda p: p.stat().st_mtime)
@@ -286,7 +286,7 @@ def torch_model(champ: Champion) -> tuple[Any, str]:
         result = net.load_state_dict(state, strict=False)
         loaded = len(state) - len(result.unexpected_keys)
         source = f"checkpoint {ckpts[-1].relative_to(settings().home)} ({loaded} tensors, {len(result.missing_keys)} missing)"
-    net = t.export_module(net.eval()).eval()
+    net = recipe.export_module(net.eval()).eval()
     return net, source
 
 

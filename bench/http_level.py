@@ -11,7 +11,7 @@ One server at a time on this machine, each loaded with the registry champions:
 - ``fastapi``: ``bench/peers/fastapi_app.py``, PyTorch eager, one request at a time.
 
 The peers run as many worker processes as the Bento (``-w`` / ``--workers``; the Bento's
-default is one per CPU, see ``services.base.serving_workers``), so that all three split
+default is one per CPU, see ``services.options.serving_workers``), so that all three split
 the same CPUs the same way; ``BENCH_PEER_WORKERS`` sets another number.
 
 Load: ``wrk`` (one thread, ``-c`` 1, 8, 32; ``bench/wrk/post.lua``) posting the same prepared
@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,6 +65,7 @@ from bench.common import (  # noqa: E402
     wait_http,
     write_results,
 )
+from pipelines.serving import free_port  # noqa: E402
 
 LUA = ROOT / "bench" / "wrk" / "post.lua"
 SERVERS = ("bentoml", "mlflow", "fastapi")
@@ -134,9 +134,9 @@ def _signature_shape(task: str, index: int) -> tuple[int, ...]:
     """The shape the registered MLflow signature fixes for input ``index`` (-1: any)."""
     import mlflow
 
-    from models import modelstore
+    from models.store import names
 
-    info = mlflow.models.get_model_info(f"models:/{modelstore.registered_name(task)}@champion")
+    info = mlflow.models.get_model_info(f"models:/{names.model_name(task)}@champion")
     if info.signature is None:
         return (-1, -1, -1, -1)
     return tuple(int(d) for d in info.signature.inputs.inputs[index].shape)
@@ -151,9 +151,9 @@ def _signature_crops(task: str, image: np.ndarray) -> np.ndarray:
     """
     import mlflow
 
-    from models import modelstore
+    from models.store import names
 
-    info = mlflow.models.get_model_info(f"models:/{modelstore.registered_name(task)}@champion")
+    info = mlflow.models.get_model_info(f"models:/{names.model_name(task)}@champion")
     shape = info.signature.inputs.inputs[0].shape if info.signature is not None else (-1, 3, -1, -1)
     h, w = int(shape[2]), int(shape[3])
     H, W = image.shape[1:]
@@ -174,11 +174,11 @@ def build_apis(champs: dict[str, Champion]) -> list[Api]:
         spec = ch.spec["preprocess"]
         names = [t["name"] for t in ch.spec["inputs"]]
         if task == "classify":
-            from models.tasks.classify import preprocess
+            from models.images import ImageSpec
 
             img = _image(data / "mnist_tiny" / "valid", "*/*.png", (28, 28), 0)
             body, ctype = _multipart("image", "digit.png", _png(img), "image/png")
-            x = [preprocess(img, spec)[None]]
+            x = [ImageSpec.from_spec(spec).preprocess(img)[None]]
             apis.append(Api("classify", task, "/classify", body, ctype, _mlflow_json(names, x), x))
         elif task == "recommend":
             from models.tasks.recommend import IdMaps
@@ -188,7 +188,7 @@ def build_apis(champs: dict[str, Champion]) -> list[Api]:
             x = list(IdMaps(spec).encode(np.asarray([user], dtype=np.int64), np.asarray([movie], dtype=np.int64)))
             apis.append(Api("rate", task, "/rate", body, "application/json", _mlflow_json(names, x), x))
         elif task == "sales":
-            from models.tasks.sales import Preprocessor
+            from models.tasks.sales.features import Preprocessor
 
             store = sorted(spec["stores"], key=int)[0]
             day = spec.get("data_end", "2015-07-31")
@@ -221,15 +221,15 @@ def build_apis(champs: dict[str, Champion]) -> list[Api]:
                 m = list(pad_right(ids, sig_len))
             apis.append(Api("sentiment", task, "/sentiment", body, "application/json", _mlflow_json(names, m), x))
         elif task == "segment":
-            from models.tasks.segment import preprocess
+            from models.images import ImageSpec
 
             h, w = spec["image_size"]
             img = _image(data / "camvid_tiny" / "images", "*.png", (w, h), 1)
             body, ctype = _multipart("image", "street.png", _png(img), "image/png")
-            x = [preprocess(img, spec)[None]]
+            x = [ImageSpec.from_spec(spec).preprocess(img)[None]]
             apis.append(Api("segment", task, "/segment", body, ctype, _mlflow_json(names, x), x))
         elif task == "superres":
-            from models.tasks.superres import to_array
+            from models.tasks.superres.quality import to_array
             from models.tiling import TilePlan
 
             img = _image(data / "camvid_tiny" / "images", "*.png", (128, 96), 2)
@@ -261,12 +261,6 @@ def limit(ch: Champion, api: Api, rounds: int, min_seconds: float) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -340,10 +334,10 @@ def base_env() -> dict[str, str]:
 
 def bento_workers() -> int:
     """The Bento's worker processes: its own default for the all-tasks service, or ``ZOO_WORKERS`` from ``BENCH_BENTO_ENV``."""
-    from services.base import serving_workers
+    from services.options import serving, serving_workers
 
     extra = dict(kv.split("=", 1) for kv in env_list("BENCH_BENTO_ENV", ()))
-    return int(extra["ZOO_WORKERS"]) if extra.get("ZOO_WORKERS") else serving_workers()
+    return int(extra["ZOO_WORKERS"]) if extra.get("ZOO_WORKERS") else serving_workers(serving())
 
 
 def peer_workers() -> int:
@@ -361,10 +355,10 @@ def bento_server(tasks: list[str], log: Path) -> Server:
 
 
 def mlflow_server(task: str, log: Path) -> Server:
-    from models import modelstore
+    from models.store import names
 
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    uri = f"models:/{modelstore.registered_name(task)}@champion"
+    uri = f"models:/{names.model_name(task)}@champion"
     cmd = [mlflow, "models", "serve", "-m", uri, "-h", "127.0.0.1", "-p", "{port}", "--env-manager", "local", "-w", str(peer_workers())]
     return Server("mlflow", cmd, base_env(), "/ping", log)
 

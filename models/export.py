@@ -12,14 +12,15 @@ import onnx
 import torch
 from torch import nn
 
+from models.errors import GuardFailed
 from models.onnx_model import make_session
 from models.task import Dataset, Spec, Task
-from models.training import predict
+from models.training.loop import predict
 
 log = logging.getLogger(__name__)
 
 
-class ParityError(RuntimeError):
+class ParityError(GuardFailed, RuntimeError):
     """ONNX Runtime disagrees with PyTorch beyond the tolerance."""
 
 
@@ -95,8 +96,8 @@ def dynamic_shapes(task: Task, spec: Spec) -> tuple[dict[int, object], ...]:
 
 
 def export_onnx(task: Task, net: nn.Module, spec: Spec, example: tuple[np.ndarray, ...], path: Path) -> Path:
-    """Export ``task.export_module(net)`` with every named axis of the input spec dynamic."""
-    net = task.export_module(net.eval().cpu()).eval()
+    """Export ``net`` (the recipe's export module) with every named axis of the task's input spec dynamic."""
+    net = net.eval().cpu()
     inputs = task.inputs(spec)
     outputs = task.outputs(spec)
     args = tuple(torch.from_numpy(np.ascontiguousarray(a[: max(2, min(len(a), 4))])) for a in example)
@@ -160,7 +161,7 @@ FP16_TOLERANCE = 100.0
 def check_task_parity(
     task: Task, net: nn.Module, path: Path, spec: Spec, data: Dataset, accelerate: bool = False
 ) -> ExportResult:
-    """The export step's check: the task's parity inputs, view and tolerance.
+    """The export step's check of ``net`` (the recipe's export module): the task's parity inputs, view and tolerance.
 
     With ``accelerate`` the check runs on TensorRT (FP16) or CUDA where present,
     with a tolerance ``FP16_TOLERANCE`` times looser; the CPU check is the gate.
@@ -168,7 +169,7 @@ def check_task_parity(
     names = [t.name for t in task.inputs(spec)]
     scale = FP16_TOLERANCE if accelerate else 1.0
     return check_parity(
-        task.export_module(net.eval().cpu()).eval(),
+        net.eval().cpu(),
         path,
         names,
         task.parity_inputs(data),

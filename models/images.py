@@ -1,19 +1,31 @@
-"""Safe image decoding, shared by every image task and its service."""
+"""Images, once for every image task: files, safe decoding, checks, statistics, and the typed spec.
+
+:class:`ImageSpec` is the one description of how a model sees an image (its size,
+the resize filter, the normalisation), stored in the model's JSON spec; training
+and the services both preprocess through it, the way timm's ``PretrainedCfg``
+drives its transforms.
+"""
 
 from __future__ import annotations
 
 import io
 import random
 import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from models.inputs import InvalidInput
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+"""The image files every image task trains on (and the services decode): one set for all of them."""
 DEFAULT_MAX_PIXELS = 25_000_000
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
 
 
 def decode_image(
@@ -52,9 +64,14 @@ def decode_image(
     return img.convert("RGB")
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def split_images(folder: Path, listed: Path, valid_pct: float, seed: int) -> tuple[list[Path], list[Path]]:
     """``(train, valid)`` images in ``folder``: the file ``listed`` (``valid.txt``) names the validation ones, else a seeded random split."""
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files(folder)
     if not images:
         raise FileNotFoundError(f"no images in {folder}")
     if listed.is_file():
@@ -64,3 +81,84 @@ def split_images(folder: Path, listed: Path, valid_pct: float, seed: int) -> tup
     random.Random(seed).shuffle(shuffled)
     n_valid = max(1, int(round(len(images) * valid_pct)))
     return sorted(shuffled[n_valid:]), sorted(shuffled[:n_valid])
+
+
+def image_sizes(paths: Iterable[Path]) -> tuple[dict[Path, tuple[int, int]], list[str]]:
+    """``(width, height)`` of every file that decodes (read from its header, then verified), and the names of those that do not."""
+    sizes: dict[Path, tuple[int, int]] = {}
+    broken: list[str] = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                size = img.size
+                img.verify()
+            sizes[path] = size
+        except Exception:  # any decoder error means the file is unusable
+            broken.append(path.name)
+    return sizes, broken
+
+
+def broken_report(broken: Sequence[str], what: str = "image(s)") -> list[str]:
+    """The validation problem for files that do not decode (none when every file does)."""
+    return [f"{len(broken)} {what} do not decode, e.g. {list(broken[:5])}"] if broken else []
+
+
+def channel_stats(images: Iterable[np.ndarray]) -> dict[str, list[float]]:
+    """Per-channel mean and std over RGB ``uint8`` HWC images (float64 sums), rounded for the JSON spec."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    for img in images:
+        arr = img.astype(np.float64) / 255.0
+        total += arr.sum(axis=(0, 1))
+        total_sq += (arr**2).sum(axis=(0, 1))
+        count += arr.shape[0] * arr.shape[1]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 1e-12))
+    return {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in np.maximum(std, 1e-3)]}
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How a model sees an image: resized to ``(height, width)`` with ``resize``, scaled to [0, 1], normalised per channel.
+
+    Read from (and written to) a model's JSON spec: ``image_size`` (an int for a
+    square, or ``[height, width]``), ``mean``, ``std`` and optionally ``resize``.
+    """
+
+    height: int
+    width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: str = "bilinear"
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "ImageSpec":
+        size = spec["image_size"]
+        h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        resize = spec.get("resize", "bilinear")
+        if resize not in RESAMPLING:
+            raise ValueError(f"unknown resize {resize!r}; known: {', '.join(RESAMPLING)}")
+        return cls(h, w, tuple(spec["mean"]), tuple(spec["std"]), resize)  # type: ignore[arg-type]
+
+    def pixels(self, img: Image.Image) -> np.ndarray:
+        """RGB ``uint8`` HWC array at the model's size."""
+        img = img.convert("RGB")
+        if img.size != (self.width, self.height):
+            img = img.resize((self.width, self.height), RESAMPLING[self.resize])
+        return np.asarray(img, dtype=np.uint8)
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """``uint8`` HWC at the model's size -> normalised float32 CHW."""
+        arr = pixels.astype(np.float32) / 255.0
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        return ((arr - mean) / std).transpose(2, 0, 1).copy()
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        """PIL image -> the model's float32 CHW input. Training and serving both call this."""
+        return self.normalise(self.pixels(img))
+
+    def denormalise(self, x: np.ndarray) -> np.ndarray:
+        """A model input (CHW) back to an HWC image in [0, 1], for figures."""
+        return np.clip(x.transpose(1, 2, 0) * np.asarray(self.std) + np.asarray(self.mean), 0, 1)

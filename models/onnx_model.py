@@ -6,7 +6,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +14,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from models.errors import GuardFailed
+
 MODEL_FILE = "model.onnx"
 SPEC_FILE = "spec.json"
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(GuardFailed, RuntimeError):
     """An artifact's bytes do not match the sha256 recorded at registration."""
 
 
@@ -70,7 +71,9 @@ def providers(accelerate: bool = True) -> list[str | tuple[str, dict[str, Any]]]
     chosen: list[str | tuple[str, dict[str, Any]]] = []
     for name in accelerated_providers() if accelerate else ():
         if name == "TensorrtExecutionProvider":
-            cache = Path(os.environ.get("ZOO_HOME", ".zoo")) / "cache" / "tensorrt"
+            from models.settings import Settings
+
+            cache = Settings.from_env().cache / "tensorrt"
             cache.mkdir(parents=True, exist_ok=True)
             chosen.append(
                 (name, {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)})
@@ -81,13 +84,12 @@ def providers(accelerate: bool = True) -> list[str | tuple[str, dict[str, Any]]]
 
 
 def make_session(model: bytes, threads: int | None = None, accelerate: bool = True) -> ort.InferenceSession:
-    """An ONNX Runtime session with full graph optimisation and no thread spinning.
+    """An ONNX Runtime session with full graph optimisation and no thread spinning; ``threads``: intra-op threads (None: ONNX Runtime's own choice).
 
     ``accelerate=False`` keeps it on the CPU provider (the export's reference parity check).
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    threads = threads or int(os.environ.get("ZOO_ORT_THREADS", "0"))
     if threads:
         opts.intra_op_num_threads = threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -120,7 +122,7 @@ class OnnxModel:
     version: str = "local"
 
     @classmethod
-    def load(cls, folder: Path, checksums: dict[str, str], version: str = "local") -> "OnnxModel":
+    def load(cls, folder: Path, checksums: dict[str, str], version: str = "local", threads: int | None = None) -> "OnnxModel":
         """Load ``model.onnx`` and ``spec.json`` from ``folder`` after checking their sha256."""
         blobs = {}
         for name in (MODEL_FILE, SPEC_FILE):
@@ -131,7 +133,7 @@ class OnnxModel:
             if sha256_bytes(data) != expected:
                 raise ChecksumError(f"{name} in {folder} does not match its recorded sha256")
             blobs[name] = data
-        return cls(make_session(blobs[MODEL_FILE]), json.loads(blobs[SPEC_FILE]), version)
+        return cls(make_session(blobs[MODEL_FILE], threads), json.loads(blobs[SPEC_FILE]), version)
 
     @property
     def input_names(self) -> list[str]:

@@ -1,19 +1,158 @@
-"""Where course-zoo keeps its state, read from the environment.
+"""Every setting of course-zoo, read once from the environment and checked.
 
 Everything the platform writes lives under ``ZOO_HOME`` (default ``.zoo/`` in
 the checkout): the MLflow database and artifacts, the DVC remote and cache,
 the Prefect home, the serving cache. Production swaps servers in through the
 standard variables (``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
 ``PREFECT_API_URL``) without code changes.
+
+Each ``ZOO_*`` variable is read here and nowhere else: :meth:`Settings.from_env`
+parses all of them, and a malformed value raises :class:`SettingsError`, one
+line that names the variable, before any work starts.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A ``ZOO_*`` variable with a value that cannot be used; the message names it."""
+
+
+class _Reader:
+    """Typed reads of one environment mapping; every failure names its variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str = "") -> str:
+        return self.env.get(name, default).strip() or default
+
+    def _parsed(self, name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not {what}") from None
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        value = self._parsed(name, default, int, "a whole number")
+        if value < minimum:
+            raise SettingsError(f"{name}={value} is below its minimum of {minimum}")
+        return value
+
+    def optional_integer(self, name: str, minimum: int = 1) -> int | None:
+        if not self.env.get(name, "").strip():
+            return None
+        return self.integer(name, minimum, minimum)
+
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+        value = self._parsed(name, default, float, "a number")
+        if not value >= minimum:  # also refuses nan
+            raise SettingsError(f"{name}={value} is below its minimum of {minimum}")
+        return value
+
+    def share(self, name: str, default: float = 0.0) -> float:
+        value = self.number(name, default)
+        if value > 1.0:
+            raise SettingsError(f"{name}={value} is not a share between 0 and 1")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+
+        return self._parsed(name, default, parse, "a flag (1 or 0)")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise SettingsError(f"{name}={value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def names(self, name: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.env.get(name, "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """What the services read: which models, how many workers, and the per-request limits."""
+
+    tasks: tuple[str, ...] = ()
+    """``ZOO_TASKS``: serve only these tasks; empty: every task with a champion."""
+    registry: str = "dev"
+    """``ZOO_SERVE_REGISTRY``: follow ``<task>`` (dev) or the production copy ``<prefix><task>`` (prod)."""
+    workers: int | None = None
+    """``ZOO_WORKERS``: worker processes; unset: one per CPU (one for compute-bound services)."""
+    ort_threads: int | None = None
+    """``ZOO_ORT_THREADS``: ONNX Runtime threads per worker; unset: the CPUs shared out among the workers."""
+    poll_seconds: float = 5.0
+    """``ZOO_POLL_SECONDS``: how often the champion alias is re-read."""
+    max_batch_size: int = 32
+    """``ZOO_MAX_BATCH_SIZE``: requests merged into one model call at most."""
+    inline_ms: float = 0.25
+    """``ZOO_INLINE_MS``: a model faster than this on one row runs small requests on the event loop."""
+    max_body_bytes: int = 20 * 1024 * 1024
+    """``ZOO_MAX_BODY_BYTES``: the largest request body."""
+    max_image_pixels: int = 25_000_000
+    """``ZOO_MAX_IMAGE_PIXELS``: the largest image, in pixels, checked before decoding."""
+    superres_max_pixels: int = 4_000_000
+    """``ZOO_SUPERRES_MAX_PIXELS``: the largest image super-resolution takes (never above the image cap)."""
+    max_texts: int = 64
+    """``ZOO_MAX_TEXTS``: texts per sentiment request."""
+    max_records: int = 10_000
+    """``ZOO_MAX_RECORDS``: records per sales request."""
+    max_pairs: int = 10_000
+    """``ZOO_MAX_PAIRS``: (user, movie) pairs per rate request."""
+    max_infer_rows: int = 1024
+    """``ZOO_MAX_INFER_ROWS``: rows per Open Inference Protocol request."""
+    queue_limit: int | None = None
+    """``ZOO_QUEUE_LIMIT``: requests waiting per model at most, past it 503 (unset: each task's own limit)."""
+    wait_budget_ms: float | None = None
+    """``ZOO_WAIT_BUDGET_MS``: how long a request may wait for the model before 503 (unset: each task's own budget)."""
+    gc_freeze: bool = True
+    """``ZOO_GC_FREEZE``: freeze the start-up heap out of the garbage collector's reach."""
+    access_log: bool = True
+    """``ZOO_ACCESS_LOG``: BentoML's access log."""
+
+    @classmethod
+    def read(cls, r: _Reader) -> "ServingSettings":
+        if r.text("ZOO_SERVE_MODEL_PREFIX"):
+            raise SettingsError("ZOO_SERVE_MODEL_PREFIX is gone: set ZOO_SERVE_REGISTRY=prod to follow the production models")
+        return cls(
+            tasks=r.names("ZOO_TASKS"),
+            registry=r.choice("ZOO_SERVE_REGISTRY", "dev", ("dev", "prod")),
+            workers=r.optional_integer("ZOO_WORKERS"),
+            ort_threads=r.optional_integer("ZOO_ORT_THREADS"),
+            poll_seconds=r.number("ZOO_POLL_SECONDS", 5.0, minimum=0.05),
+            max_batch_size=r.integer("ZOO_MAX_BATCH_SIZE", 32, minimum=1),
+            inline_ms=r.number("ZOO_INLINE_MS", 0.25),
+            max_body_bytes=r.integer("ZOO_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1),
+            max_image_pixels=r.integer("ZOO_MAX_IMAGE_PIXELS", 25_000_000, minimum=1),
+            superres_max_pixels=r.integer("ZOO_SUPERRES_MAX_PIXELS", 4_000_000, minimum=1),
+            max_texts=r.integer("ZOO_MAX_TEXTS", 64, minimum=1),
+            max_records=r.integer("ZOO_MAX_RECORDS", 10_000, minimum=1),
+            max_pairs=r.integer("ZOO_MAX_PAIRS", 10_000, minimum=1),
+            max_infer_rows=r.integer("ZOO_MAX_INFER_ROWS", 1024, minimum=1),
+            queue_limit=r.optional_integer("ZOO_QUEUE_LIMIT"),
+            wait_budget_ms=r.number("ZOO_WAIT_BUDGET_MS", 0.0, minimum=0.0) or None,
+            gc_freeze=r.flag("ZOO_GC_FREEZE", True),
+            access_log=r.flag("ZOO_ACCESS_LOG", True),
+        )
 
 
 @dataclass(frozen=True)
@@ -24,34 +163,65 @@ class Settings:
     project_root: Path
     tracking_uri: str
     registry_uri: str
-    experiment: str
-    data_mirror: Path | None
+    experiment: str = "course-zoo"
+    data_mirror: Path | None = None
+    """``ZOO_DATA_MIRROR``: a folder of the unpacked course datasets, read instead of downloading."""
+    schedules: Path | None = None
+    """``ZOO_SCHEDULES``: the retraining schedules file (default ``pipelines/schedules.yaml``)."""
+    dvc_remote_url: str = ""
+    """``ZOO_DVC_REMOTE``: the DVC remote (a folder or ``s3://...``); default a folder under ``ZOO_HOME``."""
+    dvc_s3_endpoint: str = ""
+    """``ZOO_DVC_S3_ENDPOINT``: an S3-compatible server (MinIO) for an ``s3://`` remote."""
+    webhook_url: str = ""
+    """``ZOO_WEBHOOK_URL``: where a failed retrain is reported (POST, JSON)."""
+    operator: str = ""
+    """``ZOO_OPERATOR``: who promotes and rolls back (default: the OS user)."""
+    quantize: bool = False
+    """``ZOO_QUANTIZE``: try dynamic INT8 at export for tasks that declare it."""
+    prod_registry_uri: str = ""
+    """``ZOO_PROD_REGISTRY_URI``: the registry ``zoo promote --to prod`` copies into (default: the registry)."""
+    prod_model_prefix: str = "prod."
+    """``ZOO_PROD_MODEL_PREFIX``: the name prefix of production registered models."""
+    sales_data: Path | None = None
+    """``ZOO_SALES_DATA``: Kaggle's Rossmann files to ingest instead of the generated sample."""
+    serving: ServingSettings = ServingSettings()
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        """Read the settings from ``env`` (default: ``os.environ``)."""
-        env = dict(os.environ if env is None else env)
-        root = Path(env.get("ZOO_PROJECT_ROOT", PROJECT_ROOT)).resolve()
-        home = Path(env.get("ZOO_HOME", root / ".zoo")).expanduser().resolve()
-        tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
-        mirror = env.get("ZOO_DATA_MIRROR")
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read and check every setting from ``env`` (default: ``os.environ``); raises :class:`SettingsError`."""
+        r = _Reader(dict(os.environ if env is None else env))
+        root = Path(r.text("ZOO_PROJECT_ROOT", str(PROJECT_ROOT))).resolve()
+        home = Path(r.text("ZOO_HOME", str(root / ".zoo"))).expanduser().resolve()
+        tracking = r.text("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+        registry = r.text("MLFLOW_REGISTRY_URI") or tracking
+
+        def path(name: str) -> Path | None:
+            value = r.text(name)
+            return Path(value).expanduser().resolve() if value else None
+
         return cls(
             home=home,
             project_root=root,
             tracking_uri=tracking,
-            registry_uri=env.get("MLFLOW_REGISTRY_URI") or tracking,
-            experiment=env.get("ZOO_EXPERIMENT", "course-zoo"),
-            data_mirror=Path(mirror).expanduser().resolve() if mirror else None,
+            registry_uri=registry,
+            experiment=r.text("ZOO_EXPERIMENT", "course-zoo"),
+            data_mirror=path("ZOO_DATA_MIRROR"),
+            schedules=path("ZOO_SCHEDULES"),
+            dvc_remote_url=r.text("ZOO_DVC_REMOTE") or str(home / "dvc-remote"),
+            dvc_s3_endpoint=r.text("ZOO_DVC_S3_ENDPOINT"),
+            webhook_url=r.text("ZOO_WEBHOOK_URL"),
+            operator=r.text("ZOO_OPERATOR"),
+            quantize=r.flag("ZOO_QUANTIZE", False),
+            prod_registry_uri=r.text("ZOO_PROD_REGISTRY_URI") or registry,
+            prod_model_prefix=r.text("ZOO_PROD_MODEL_PREFIX", "prod."),
+            sales_data=path("ZOO_SALES_DATA"),
+            serving=ServingSettings.read(r),
         )
 
     @property
     def artifact_root(self) -> Path:
         """Local artifact store used when MLflow runs embedded on SQLite."""
         return self.home / "mlartifacts"
-
-    @property
-    def dvc_remote(self) -> Path:
-        return self.home / "dvc-remote"
 
     @property
     def cache(self) -> Path:
@@ -75,6 +245,9 @@ class Settings:
             "XDG_DATA_HOME": str(self.home / "share"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            # the project's own log lines reach the flow run's logs in Prefect (INFO and up)
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "models,pipelines",
+            "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
             "DVC_NO_ANALYTICS": "1",
             "DVC_SITE_CACHE_DIR": str(self.home / "dvc-site"),
             "TORCHINDUCTOR_CACHE_DIR": str(self.cache / "torchinductor"),

@@ -1,9 +1,16 @@
 """The contract every course task implements.
 
-A task bundles what training, export and serving must agree on: the network,
-the one preprocessing implementation, the metric and its baseline, and the
-ONNX input spec. Concrete tasks live in ``models/tasks/<name>.py`` and expose a
-module-level ``TASK`` object.
+A task bundles what training, export and serving must agree on: its data (the
+schema check and the loader that fits the spec), the metric and its baselines,
+the ONNX inputs and outputs, and two companions found through it:
+
+* :meth:`Task.recipe`, the training recipe (network, loss, optimiser groups,
+  stages), which needs PyTorch and is imported only to train;
+* the serving hooks (``models/tasks/<name>/serving.py``, see
+  :mod:`models.serving`), which need neither PyTorch nor BentoML.
+
+Importing a task imports no PyTorch. Concrete tasks live in
+``models/tasks/<name>/`` and expose a module-level ``TASK``.
 """
 
 from __future__ import annotations
@@ -14,11 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
 if TYPE_CHECKING:
-    from models.training import EpochListener, FitResult
+    from models.training.recipe import Recipe
 
 Spec = dict[str, Any]
 """The JSON-serialisable preprocessing spec that travels with a model."""
@@ -76,7 +81,7 @@ class Dataset:
     valid_y: np.ndarray
     spec: Spec
     extras: dict[str, Any] = field(default_factory=dict)
-    """Task-specific material for figures and baselines (e.g. raw images)."""
+    """Task-specific material for figures and baselines (e.g. raw images); never written during training."""
 
     def limited(self, limit: int | None) -> "Dataset":
         """Return the first ``limit`` examples of each split (all when ``None``)."""
@@ -126,6 +131,8 @@ class Task(ABC):
         """
         return False
 
+    # ------------------------------------------------------------------ data
+
     @abstractmethod
     def validate(self, data_dir: Path, config: TrainConfig) -> list[str]:
         """Check the task's raw data against its declared schema; returns the problems found."""
@@ -134,13 +141,13 @@ class Task(ABC):
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         """Read the task's data under ``data_dir``, split it, fit the spec, preprocess."""
 
-    @abstractmethod
-    def build(self, spec: Spec, config: TrainConfig) -> nn.Module:
-        """Build the network; ``forward`` takes the ONNX inputs in order."""
+    # -------------------------------------------------------------- training
 
     @abstractmethod
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Training loss."""
+    def recipe(self, config: TrainConfig) -> "Recipe":
+        """A new training recipe for one run with ``config`` (imports PyTorch)."""
+
+    # ------------------------------------------------------------ evaluation
 
     @abstractmethod
     def metric(self, output: np.ndarray, target: np.ndarray) -> float:
@@ -150,6 +157,20 @@ class Task(ABC):
     def baseline(self, data: Dataset) -> float:
         """The metric of a simple baseline on the same validation split."""
 
+    def extra_baselines(self, data: Dataset, config: TrainConfig) -> dict[str, float]:
+        """More baselines of the main metric on the same split, by name (some may train a model); default none."""
+        return {}
+
+    def extra_metrics(self, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """Metrics logged beside the main one (e.g. mean IoU, SSIM); default none."""
+        return {}
+
+    def figures(self, data: Dataset, output: np.ndarray) -> dict[str, Any]:
+        """Matplotlib figures worth looking at, by file name (default: none)."""
+        return {}
+
+    # ------------------------------------------------------------------ ONNX
+
     @abstractmethod
     def inputs(self, spec: Spec) -> list[TensorSpec]:
         """ONNX inputs, in ``forward`` order."""
@@ -157,36 +178,6 @@ class Task(ABC):
     @abstractmethod
     def outputs(self, spec: Spec) -> list[TensorSpec]:
         """ONNX outputs."""
-
-    def train(
-        self,
-        data: Dataset,
-        config: TrainConfig,
-        *,
-        checkpoint_dir: Path | None = None,
-        listeners: "tuple[EpochListener, ...] | list[EpochListener]" = (),
-        progress: bool = True,
-    ) -> "FitResult":
-        """Train the network; one Lightning fit by default. Multi-stage recipes override this."""
-        from models.training import fit
-
-        return fit(self, data, config, checkpoint_dir=checkpoint_dir, listeners=listeners, progress=progress)
-
-    def param_groups(self, net: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-        """Optimizer parameter groups, each with its own ``lr`` (discriminative rates)."""
-        return [{"params": [p for p in net.parameters() if p.requires_grad], "lr": config.lr}]
-
-    def extra_metrics(self, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
-        """Metrics logged beside the main one (e.g. mean IoU, SSIM); default none."""
-        return {}
-
-    def extra_baselines(self, data: Dataset, config: TrainConfig) -> dict[str, float]:
-        """More baselines of the main metric on the same split, by name; default none."""
-        return {}
-
-    def export_module(self, net: nn.Module) -> nn.Module:
-        """The module to export to ONNX (e.g. an inference copy without weight dropout)."""
-        return net
 
     def parity_view(self, output: np.ndarray) -> np.ndarray:
         """What the parity check compares (e.g. probabilities instead of logits)."""
@@ -198,13 +189,6 @@ class Task(ABC):
 
     def reference_sizes(self, spec: Spec) -> dict[str, int]:
         """A size for every named dynamic axis other than ``batch``; default none."""
-        return {}
-
-    def finalize(self, net: nn.Module, data: Dataset) -> None:
-        """Adjust a trained network before evaluation and export (default: nothing)."""
-
-    def figures(self, data: Dataset, output: np.ndarray) -> dict[str, Any]:
-        """Matplotlib figures worth looking at, by file name (default: none)."""
         return {}
 
     def describe(self, spec: Spec) -> Spec:

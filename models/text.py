@@ -182,12 +182,6 @@ def bucket_length(n: int, bucket: int, max_tokens: int) -> int:
     return max(1, min(max_tokens, -(-n // bucket) * bucket))
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis."""
-    z = np.exp(x - x.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
 def pad_right(ids: Sequence[Sequence[int]], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Id lists -> ``tokens`` int64 (batch, length) padded on the right with ``xxpad``, and ``lengths`` int64 (batch,)."""
     lengths = np.asarray([len(x) for x in ids], dtype=np.int64)

@@ -13,14 +13,15 @@ from rich.console import Console
 from rich.table import Table
 
 from models.registry import task_names
+from models.serving import Limits
 from models.settings import Settings
 from pipelines import ingest, promotion
 from pipelines.serving import running_server
 
-Query = Callable[[Any, Path], list[tuple[str, dict[str, Any], Any]]]
+Query = Callable[[Any, Path, str], list[tuple[str, dict[str, Any], Any]]]
 
 
-def _classify(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+def _classify(client: Any, data: Path, task: str) -> list[tuple[str, dict[str, Any], Any]]:
     calls = []
     for label in ("3", "7"):
         image = sorted((data / "mnist_tiny" / "valid" / label).glob("*.png"))[0]
@@ -29,7 +30,7 @@ def _classify(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
     return calls
 
 
-def _recommend(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+def _recommend(client: Any, data: Path, task: str) -> list[tuple[str, dict[str, Any], Any]]:
     import pandas as pd
 
     ratings = pd.read_csv(data / "movie_lens_sample" / "ratings.csv")
@@ -45,7 +46,7 @@ def _recommend(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]
     return calls
 
 
-def _sales(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+def _sales(client: Any, data: Path, task: str) -> list[tuple[str, dict[str, Any], Any]]:
     import pandas as pd
 
     train = pd.read_csv(data / "rossmann_sample" / "train.csv", dtype={"StateHoliday": str})
@@ -66,7 +67,7 @@ def _demo_dir() -> Path:
     return folder
 
 
-def _segment(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+def _segment(client: Any, data: Path, task: str) -> list[tuple[str, dict[str, Any], Any]]:
     import base64
 
     images = sorted((data / "camvid_tiny" / "images").iterdir())[:2]
@@ -85,7 +86,7 @@ def _segment(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
     return calls
 
 
-def _superres(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+def _superres(client: Any, data: Path, task: str) -> list[tuple[str, dict[str, Any], Any]]:
     from PIL import Image
 
     photo = sorted((data / "camvid_tiny" / "images").iterdir())[0]
@@ -100,7 +101,7 @@ def _superres(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
     return [("superres", {"image": small.name}, answer)]
 
 
-def _sentiment(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]:
+def _sentiment(client: Any, data: Path, task: str) -> list[tuple[str, dict[str, Any], Any]]:
     positive = "One of the best films I have seen this year. The acting is superb and the story moved me to tears. I loved it!"
     negative = "What a waste of two hours. The plot is dull, the dialogue is awful and I was bored from start to finish."
     long = " ".join([negative] * 60 + [positive])  # longer than the model reads: only its end is kept
@@ -108,6 +109,20 @@ def _sentiment(client: Any, data: Path) -> list[tuple[str, dict[str, Any], Any]]
     answer = client.sentiment(texts=texts)
     shown = [positive, negative, f"<{len(long)} characters: the negative review 60 times, then the positive one>"]
     return [("sentiment", {"texts": shown}, answer)]
+
+
+def _examples(client: Any, data: Path, task: str) -> list[tuple[str, dict[str, Any], Any]]:
+    """A task without its own demo queries: each endpoint on its serving hooks' example request."""
+    from models.registry import get_serving
+    from models.store.reading import load_alias
+
+    model = load_alias(Settings.from_env(), task)
+    hooks = get_serving(task)(model.spec["preprocess"], Limits())
+    calls = []
+    for endpoint, request in hooks.examples(_demo_dir()).items():
+        answer = getattr(client, endpoint)(**request)
+        calls.append((endpoint, {k: str(v) for k, v in request.items()}, answer if isinstance(answer, dict) else str(type(answer))))
+    return calls
 
 
 QUERIES: dict[str, Query] = {"classify": _classify, "recommend": _recommend, "segment": _segment, "superres": _superres, "sales": _sales, "sentiment": _sentiment}
@@ -151,7 +166,8 @@ def run_demo(settings: Settings, config: str, console: Console) -> None:
             with SyncHTTPClient(url, server_ready_timeout=180) as client:
                 console.print(f"server ready at {url} (log: {log})")
                 for task in task_names():
-                    for api, args, answer in QUERIES[task](client, settings.project_root / ingest.DATA_DIR):
+                    query = QUERIES.get(task, _examples)
+                    for api, args, answer in query(client, settings.project_root / ingest.DATA_DIR, task):
                         console.print(f"[bold cyan]{api}[/]({json.dumps(args)}) ->")
                         console.print_json(json.dumps(answer))
     table = Table("step", "seconds", title="demo timings")

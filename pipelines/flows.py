@@ -1,15 +1,21 @@
 """The Prefect flow that retrains one task.
 
 pull-data -> (skip when data and code are unchanged) -> validate-data -> load-data
--> train -> evaluate -> export (with parity) -> register -> (promote, with auto_promote)
+-> train -> baselines -> evaluate -> export (with parity) -> register -> (promote, with auto_promote)
+
+One :class:`RunContext` (the task, its config and recipe, the MLflow run, the
+settings) is built at the start and handed to every step. Each retrain leaves
+a Markdown artifact in Prefect (metric, baselines, parity, data version).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import tempfile
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +23,26 @@ from prefect import flow, task
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from models import modelstore
+from models.errors import DataProblem
 from models.export import ExportResult, check_task_parity, export_onnx, quantize_task
 from models.onnx_model import accelerated_providers
 from models.plots import learning_curves
 from models.registry import get_task
 from models.settings import Settings
-from models.task import Dataset, TrainConfig
-from models.training import FitResult
-from pipelines import ingest, tracking
+from models.store import writing
+from models.store.names import Tag
+from models.store.runs import RunLog
+from models.task import Dataset, Task, TrainConfig
+from models.training.loop import FitResult
+from models.training.recipe import Recipe
+from pipelines import ingest, versions
 
 log = logging.getLogger(__name__)
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "cache_policy": NO_CACHE}
+STEP = {"cache_policy": NO_CACHE}
 
 
-class DataValidationError(ValueError):
+class DataValidationError(DataProblem, ValueError):
     """The task's data does not match its declared schema; nothing was trained."""
 
     def __init__(self, task: str, problems: list[str]) -> None:
@@ -53,24 +64,26 @@ class RetrainResult:
     promoted: bool = False
 
 
-_STEP: dict[str, str] = {}
-"""Flow run id -> the step it is in, for failure notifications."""
+@dataclass
+class RunContext:
+    """What every step of one retrain shares, built once when the flow starts."""
 
+    settings: Settings
+    task: Task
+    config_name: str
+    config: TrainConfig
+    recipe: Recipe
+    run: RunLog
+    tags: dict[str, str] = field(default_factory=dict)
 
-def _step(name: str) -> None:
-    from prefect.runtime import flow_run
-
-    _STEP[str(flow_run.id)] = name
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.project_root / ingest.DATA_DIR
 
 
 def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """Prefect ``on_failure`` hook: POST the task, run and failed step to ``ZOO_WEBHOOK_URL``."""
-    import json
-    import os
-    import urllib.request
-    from datetime import datetime, timezone
-
-    url = os.environ.get("ZOO_WEBHOOK_URL")
+    """Prefect ``on_failure`` hook: POST the task, run and failed step (from Prefect's task run states) to ``ZOO_WEBHOOK_URL``."""
+    url = Settings.from_env().webhook_url
     if not url:
         return
     payload = {
@@ -78,7 +91,7 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
         "task": flow_run.parameters.get("task"),
         "flow_run_id": str(flow_run.id),
         "flow_run_name": flow_run.name,
-        "step": _STEP.get(str(flow_run.id), "unknown"),
+        "step": failed_step(flow_run.id),
         "error": state.message,
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -90,93 +103,125 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
         log.error("failure webhook %s did not answer: %s", url, exc)
 
 
+def failed_step(flow_run_id: Any) -> str:
+    """The name of the flow run's task run that failed or crashed, as Prefect recorded it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterState, TaskRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED]))),
+            )
+    except Exception as exc:  # the API is down: still report the failure
+        log.error("could not read the flow run's task runs: %s", exc)
+        return "unknown"
+    return runs[-1].name.rsplit("-", 1)[0] if runs else "unknown"
+
+
 @task(name="pull-data", **IO_RETRIES)
 def pull_data(settings: Settings) -> ingest.DataVersion:
     """``dvc pull`` the committed data version."""
     return ingest.pull(settings)
 
 
-@task(name="validate-data", cache_policy=NO_CACHE)
-def validate_data(task_name: str, config: TrainConfig, settings: Settings) -> None:
-    """Check the task's data against its schema; a violation fails the flow before training."""
-    problems = get_task(task_name).validate(settings.project_root / ingest.DATA_DIR, config)
+@task(name="validate-data", **STEP)
+def validate_data(t: Task, config: TrainConfig, settings: Settings) -> None:
+    """Check the task's data against its schema; a violation fails the flow before training (no run is started)."""
+    problems = t.validate(settings.project_root / ingest.DATA_DIR, config)
     if problems:
-        raise DataValidationError(task_name, problems)
+        raise DataValidationError(t.name, problems)
 
 
-@task(name="load-data", cache_policy=NO_CACHE)
-def load_data(task_name: str, config: TrainConfig, settings: Settings) -> Dataset:
-    return get_task(task_name).load(settings.project_root / ingest.DATA_DIR, config)
+@task(name="load-data", **STEP)
+def load_data(ctx: RunContext) -> Dataset:
+    return ctx.task.load(ctx.data_dir, ctx.config)
 
 
-@task(name="train", cache_policy=NO_CACHE)
-def train(task_name: str, data: Dataset, config: TrainConfig, settings: Settings, run_id: str, progress: bool) -> FitResult:
-    c = modelstore.client(settings)
-    return get_task(task_name).train(
+@task(name="train", **STEP)
+def train(ctx: RunContext, data: Dataset, progress: bool) -> FitResult:
+    result = ctx.recipe.train(
         data,
-        config,
-        checkpoint_dir=settings.checkpoints / task_name / run_id,
-        listeners=[tracking.epoch_logger(c, run_id)],
+        checkpoint_dir=ctx.settings.checkpoints / ctx.task.name / ctx.run.run_id,
+        listeners=[ctx.run.epoch_listener],
         progress=progress,
     )
+    return result
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(
-    task_name: str, data: Dataset, result: FitResult, config: TrainConfig, settings: Settings, run_id: str
-) -> dict[str, float]:
-    """Log the metric beside its baselines and extra metrics, the learning curves and the task's figures."""
-    t = get_task(task_name)
-    c = modelstore.client(settings)
-    metrics = {t.metric_name: result.metric, f"baseline_{t.metric_name}": t.baseline(data)}
-    metrics.update(t.extra_metrics(result.valid_output, data.valid_y))
-    metrics.update({f"baseline_{name}": value for name, value in t.extra_baselines(data, config).items()})
-    for key, value in metrics.items():
-        c.log_metric(run_id, key, value)
-    c.log_figure(run_id, learning_curves(result.history, t.metric_name), "figures/learning_curves.png")
-    for name, fig in t.figures(data, result.valid_output).items():
-        c.log_figure(run_id, fig, f"figures/{name}")
+@task(name="baselines", **STEP)
+def baselines(ctx: RunContext, data: Dataset) -> dict[str, float]:
+    """The task's baselines of its metric on the same validation split (``baseline_<name>``)."""
+    name = ctx.task.metric_name
+    out = {f"baseline_{name}": ctx.task.baseline(data)}
+    out.update({f"baseline_{k}": v for k, v in ctx.task.extra_baselines(data, ctx.config).items()})
+    ctx.run.metrics(out)
+    return out
+
+
+@task(name="evaluate", **STEP)
+def evaluate(ctx: RunContext, data: Dataset, result: FitResult) -> dict[str, float]:
+    """Log the metric and extra metrics, the learning curves, the task's and the recipe's figures."""
+    t = ctx.task
+    metrics = {t.metric_name: result.metric, **t.extra_metrics(result.valid_output, data.valid_y)}
+    ctx.run.metrics(metrics)
+    ctx.run.figure(learning_curves(result.history, t.metric_name), "figures/learning_curves.png")
+    for name, fig in {**t.figures(data, result.valid_output), **ctx.recipe.figures()}.items():
+        ctx.run.figure(fig, f"figures/{name}")
     return metrics
 
 
-@task(name="export", cache_policy=NO_CACHE)
-def export(task_name: str, data: Dataset, result: FitResult, settings: Settings, run_id: str, out_dir: Path) -> ExportResult:
+@task(name="export", **STEP)
+def export(ctx: RunContext, data: Dataset, result: FitResult, out_dir: Path) -> ExportResult:
     """Export to ONNX and check parity on held-out inputs; a failure stops the flow."""
-    t = get_task(task_name)
-    path = export_onnx(t, result.net, data.spec, data.valid_x, out_dir / "model.onnx")
-    checked = check_task_parity(t, result.net, path, data.spec, data)
-    c = modelstore.client(settings)
-    c.log_metric(run_id, "onnx_max_abs_diff", checked.max_abs_diff)
+    t, module = ctx.task, ctx.recipe.export_module(result.net)
+    path = export_onnx(t, module, data.spec, data.valid_x, out_dir / "model.onnx")
+    checked = check_task_parity(t, module, path, data.spec, data)
+    figures = {"onnx_max_abs_diff": checked.max_abs_diff}
     accelerated = accelerated_providers()
-    c.set_tag(run_id, "onnx_accelerated_providers", ",".join(accelerated) or "none (CPU provider only)")
+    tags = {Tag.ACCELERATED: ",".join(accelerated) or "none (CPU provider only)"}
     if accelerated:  # the same check on the GPU engine the services will build (TensorRT FP16, or CUDA)
-        on_gpu = check_task_parity(t, result.net, path, data.spec, data, accelerate=True)
-        c.log_metric(run_id, "onnx_gpu_max_abs_diff", on_gpu.max_abs_diff)
-    if not t.quantize_ops:
-        return checked
-    if os.environ.get("ZOO_QUANTIZE", "0") != "1":  # opt-in: see the README's sentiment section
-        c.set_tag(run_id, "onnx_quantized", "no: dynamic INT8 is opt-in (ZOO_QUANTIZE=1)")
-        return checked
-    q = quantize_task(t, path, data)
-    m = t.metric_name
-    c.log_metric(run_id, f"onnx_float_{m}", q.float_metric)
-    c.log_metric(run_id, f"onnx_int8_{m}", q.int8_metric)
-    c.log_metric(run_id, "onnx_int8_max_abs_diff", q.max_abs_diff)
-    ops = ", ".join(t.quantize_ops)
-    if not q.accepted:
-        c.set_tag(run_id, "onnx_quantized", f"no: {q.why}; the float model is registered")
-        print(f"{task_name}: INT8 not used: {q.why}")
-        return checked
-    c.set_tag(run_id, "onnx_quantized", f"dynamic INT8 ({ops}): {q.why}")
-    c.log_metric(run_id, f"torch_{m}", result.metric)
-    c.log_metric(run_id, m, q.int8_metric, step=1)  # the registered (served) model's metric
-    print(f"{task_name}: registering the dynamic INT8 model: {q.why}")
-    return ExportResult(q.path, checked.max_abs_diff, checked.checked, served_metric=q.int8_metric)
+        figures["onnx_gpu_max_abs_diff"] = check_task_parity(t, module, path, data.spec, data, accelerate=True).max_abs_diff
+    exported = checked
+    if t.quantize_ops and not ctx.settings.quantize:
+        tags[Tag.QUANTIZED] = "no: dynamic INT8 is opt-in (ZOO_QUANTIZE=1)"
+    elif t.quantize_ops:
+        q = quantize_task(t, path, data)
+        m = t.metric_name
+        figures.update({f"onnx_float_{m}": q.float_metric, f"onnx_int8_{m}": q.int8_metric, "onnx_int8_max_abs_diff": q.max_abs_diff})
+        if q.accepted:
+            tags[Tag.QUANTIZED] = f"dynamic INT8 ({', '.join(t.quantize_ops)}): {q.why}"
+            figures[f"torch_{m}"] = result.metric
+            exported = ExportResult(q.path, checked.max_abs_diff, checked.checked, served_metric=q.int8_metric)
+            log.info("%s: registering the dynamic INT8 model: %s", t.name, q.why)
+        else:
+            tags[Tag.QUANTIZED] = f"no: {q.why}; the float model is registered"
+            log.info("%s: INT8 not used: %s", t.name, q.why)
+    ctx.run.metrics(figures)
+    ctx.run.tags(tags)
+    if exported.served_metric is not None:  # the registered (served) model's own metric
+        ctx.run.metrics({t.metric_name: exported.served_metric}, step=1)
+    return exported
 
 
 @task(name="register", **IO_RETRIES)
-def register(task_name: str, data: Dataset, exported: ExportResult, settings: Settings, run_id: str, tags: dict[str, str]) -> str:
-    return tracking.register(settings, get_task(task_name), run_id, exported.path, data.spec, data.valid_x, tags)
+def register(ctx: RunContext, data: Dataset, exported: ExportResult) -> str:
+    return writing.register(ctx.settings, ctx.task, ctx.run.run_id, exported.path, data.spec, data.valid_x, {**ctx.tags, Tag.RUN_ID: ctx.run.run_id})
+
+
+def _summary(ctx: RunContext, version: str, metrics: dict[str, float], exported: ExportResult, data_version: ingest.DataVersion) -> str:
+    name = ctx.task.metric_name
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
+    return (
+        f"# {ctx.task.name} v{version} registered as challenger\n\n"
+        f"Config `{ctx.config_name}`, MLflow run `{ctx.run.run_id}`, data `{data_version.data_hash}` "
+        f"(task data `{ctx.tags[Tag.TASK_DATA_HASH][:12]}`), commit `{data_version.git_commit[:12]}`.\n\n"
+        f"| metric | value |\n| --- | --- |\n{rows}\n\n"
+        f"Main metric: **{name} {metrics[name]:.4f}** ({'higher' if ctx.task.higher_is_better else 'lower'} is better). "
+        f"ONNX parity: max |diff| {exported.max_abs_diff:.2g} over {exported.checked} inputs.\n"
+    )
 
 
 @flow(name="retrain", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
@@ -194,72 +239,57 @@ def retrain(
     the same data and code, unless ``force``. With ``auto_promote`` the new
     version is promoted when it passes the promotion gates.
     """
+    from prefect.artifacts import create_markdown_artifact
     from prefect.states import Completed
 
-    from pipelines import promotion, versions
+    from pipelines import promotion
 
     settings = Settings.from_env()
     settings.apply()
     t = get_task(task)
     cfg = t.config(config, **(overrides or {}))
-    _step("pull-data")
-    version = pull_data(settings)
-    data_hash, code_hash = versions.task_data_hash(settings, task), versions.code_hash(task, cfg)
+    data_version = pull_data(settings)
+    data_hash, code_hash = versions.task_data_hash(settings, t), versions.code_hash(t, cfg)
     same = None if force else versions.already_trained(settings, task, data_hash, code_hash)
     if same is not None:
         message = f"skipped: no new data or code (version {same} was trained on the same)"
         print(f"{task}: {message}")
         skipped = RetrainResult(task, same, None, t.metric_name, None, None, None, skipped=True, message=message)
         return Completed(name="Skipped", message=message, data=skipped)
-    _step("validate-data")
-    validate_data(task, cfg, settings)
-    exp = tracking.experiment_id(settings)
-    c = modelstore.client(settings)
     tags = {
-        "task": task,
-        "config": config,
-        "data_hash": version.data_hash,
-        "task_data_hash": data_hash,
-        "code_hash": code_hash,
-        "git_commit": version.git_commit,
-        "git_dirty": str(version.git_dirty).lower(),
+        Tag.TASK: task,
+        Tag.CONFIG: config,
+        Tag.DATA_HASH: data_version.data_hash,
+        Tag.TASK_DATA_HASH: data_hash,
+        Tag.CODE_HASH: code_hash,
+        Tag.GIT_COMMIT: data_version.git_commit,
+        Tag.GIT_DIRTY: str(data_version.git_dirty).lower(),
     }
-    run = c.create_run(exp, run_name=f"{task}-{config}", tags=tags)
-    run_id = run.info.run_id
+    validate_data(t, cfg, settings)
+    ctx = RunContext(settings, t, config, cfg, t.recipe(cfg), RunLog.start(settings, f"{task}-{config}", tags), tags)
     try:
-        tracking.log_config(c, run_id, cfg, config)
-        _step("load-data")
-        data = load_data(task, cfg, settings)
-        _step("train")
-        result = train(task, data, cfg, settings, run_id, progress)
-        _step("evaluate")
-        metrics = evaluate(task, data, result, cfg, settings, run_id)
+        ctx.run.params(cfg, config)
+        ctx.run.dataset(f"{task}:{','.join(t.datasets)}", data_hash, f"{settings.project_root / ingest.DVC_FILE}@{data_version.git_commit}", {"datasets": list(t.datasets), "data_dvc_md5": data_version.data_hash})
+        data = load_data(ctx)
+        result = train(ctx, data, progress)
+        metrics = {**baselines(ctx, data), **evaluate(ctx, data, result)}
         with tempfile.TemporaryDirectory(dir=settings.home) as tmp:
-            _step("export")
-            exported = export(task, data, result, settings, run_id, Path(tmp))
-            _step("register")
-            model_version = register(task, data, exported, settings, run_id, {**tags, "run_id": run_id})
-            if exported.served_metric is not None:  # e.g. INT8: the registered model's own metric
-                metrics[t.metric_name] = exported.served_metric
+            exported = export(ctx, data, result, Path(tmp))
+            model_version = register(ctx, data, exported)
+        if exported.served_metric is not None:  # e.g. INT8: the registered model's own metric
+            metrics[t.metric_name] = exported.served_metric
     except BaseException:
-        c.set_terminated(run_id, "FAILED")
+        ctx.run.finish("FAILED")
         raise
-    c.set_terminated(run_id, "FINISHED")
+    ctx.run.finish("FINISHED")
+    create_markdown_artifact(_summary(ctx, model_version, metrics, exported, data_version), key=f"retrain-{task}", description=f"{task} v{model_version}")
     promoted = False
     if auto_promote:
-        _step("promote")
         try:
             promotion.promote(settings, task, model_version, reason="scheduled retrain (auto_promote)", operator_name="scheduler")
             promoted = True
         except promotion.PromotionBlocked as exc:
             print(f"{task} v{model_version} stays challenger: {exc}")
     return RetrainResult(
-        task,
-        model_version,
-        run_id,
-        t.metric_name,
-        metrics[t.metric_name],
-        metrics[f"baseline_{t.metric_name}"],
-        exported.max_abs_diff,
-        promoted=promoted,
+        task, model_version, ctx.run.run_id, t.metric_name, metrics[t.metric_name], metrics[f"baseline_{t.metric_name}"], exported.max_abs_diff, promoted=promoted
     )

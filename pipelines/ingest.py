@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import tarfile
@@ -16,6 +15,7 @@ from pathlib import Path
 import yaml
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from models.errors import DataProblem
 from models.registry import all_tasks
 from models.settings import Settings
 
@@ -25,7 +25,7 @@ DVC_FILE = "data.dvc"
 REMOTE = "zoo"
 
 
-class IngestError(RuntimeError):
+class IngestError(DataProblem, RuntimeError):
     """A dataset could not be fetched or versioned."""
 
 
@@ -114,20 +114,15 @@ def _make_writable(root: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def _dvc_remote(settings: Settings) -> str:
-    return os.environ.get("ZOO_DVC_REMOTE") or str(settings.dvc_remote)
-
-
 def _remote_config(settings: Settings) -> dict[str, str]:
     """The ``zoo`` DVC remote: a folder under ZOO_HOME, or ``ZOO_DVC_REMOTE`` (e.g. ``s3://bucket/path``).
 
     ``ZOO_DVC_S3_ENDPOINT`` points an S3 remote at MinIO or another S3-compatible
     server; credentials come from the usual AWS variables, as DVC reads them.
     """
-    remote = {"url": _dvc_remote(settings)}
-    endpoint = os.environ.get("ZOO_DVC_S3_ENDPOINT")
-    if endpoint and remote["url"].startswith("s3://"):
-        remote["endpointurl"] = endpoint
+    remote = {"url": settings.dvc_remote_url}
+    if settings.dvc_s3_endpoint and remote["url"].startswith("s3://"):
+        remote["endpointurl"] = settings.dvc_s3_endpoint
     return remote
 
 

@@ -11,16 +11,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from models.registry import get_task
+from models.registry import UnknownTask, task_names
 from models.settings import PROJECT_ROOT, Settings
 
 
 def service_target(task: str | None) -> str:
-    """The ``bentoml serve`` import string: one task's service, or all of them."""
+    """The ``bentoml serve`` import string: one task's service (``services.<task>:Service``), or all of them."""
     if task is None:
         return "services.zoo:Zoo"
-    get_task(task)  # raises UnknownTask with the known names
-    return f"services.{task}:{task.capitalize()}"
+    if task not in task_names():
+        raise UnknownTask(task)
+    return f"services.{task}:Service"
 
 
 def serve_command(task: str | None, port: int, host: str = "0.0.0.0") -> list[str]:

@@ -1,4 +1,4 @@
-"""What a retrain would train on: each task's own data hash and its code hash."""
+"""What a retrain would train on: each task's own data hash (through DVC's API) and its code hash."""
 
 from __future__ import annotations
 
@@ -8,55 +8,66 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from models import modelstore
-from models.modelstore import CHALLENGER, CHAMPION
-from models.registry import get_task
 from models.settings import Settings
-from models.task import TrainConfig
+from models.store.connect import client
+from models.store.names import CHALLENGER, CHAMPION, Tag
+from models.store.reading import by_alias
+from models.task import Task, TrainConfig
 from pipelines import ingest
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE_DIR = "models"
-"""Shared code (every module of ``models/`` outside ``models/tasks/``: the contract, training, export,
-and what tasks build on, e.g. ``unet.py``, ``text.py``) changes what a task trains; so does its own module."""
+CODE_DIRS = ("models", "models/training")
+"""Shared code (the contract, training, export, and what tasks build on, e.g. ``unet.py``, ``text.py``)
+changes what a task trains; so does its own package."""
 
 
-def dir_manifest(settings: Settings, digest: str) -> list[dict[str, str]]:
-    """DVC's manifest of ``data/`` (relpath and md5 of every file) for a ``.dir`` hash."""
-    value = digest.removesuffix(".dir")
-    cache = settings.home / "dvc-cache" / "files" / "md5" / value[:2] / (value[2:] + ".dir")
-    if not cache.is_file():
-        with ingest.dvc_repo(settings.project_root, settings) as repo:
-            repo.fetch(targets=[str(settings.project_root / ingest.DVC_FILE)])
-    return json.loads(cache.read_text())
+def task_data_hash(settings: Settings, task: Task) -> str:
+    """sha256 of (path, md5) of every file under the task's own datasets, as the committed ``data.dvc`` records them.
 
+    Read through DVC's file system (``dvc.api.DVCFileSystem``), after the pull.
+    """
+    from dvc.api import DVCFileSystem
 
-def task_data_hash(settings: Settings, task: str) -> str:
-    """sha256 of the manifest entries under the task's own datasets, from ``data.dvc``'s manifest."""
-    entries = dir_manifest(settings, ingest.data_hash(settings.project_root))
-    prefixes = tuple(f"{d}/" for d in get_task(task).datasets)
-    mine = sorted((e["relpath"], e["md5"]) for e in entries if e["relpath"].startswith(prefixes))
+    root = settings.project_root
+    mine: list[tuple[str, str]] = []
+    with ingest.dvc_repo(root, settings) as repo:
+        fs = DVCFileSystem(repo=repo)
+        for dataset in task.datasets:
+            folder = f"/{ingest.DATA_DIR}/{dataset}"
+            if not fs.isdir(folder):
+                continue
+            for path, info in fs.find(folder, detail=True).items():
+                md5 = (info.get("dvc_info") or {}).get("md5")
+                if md5:
+                    mine.append((path.removeprefix(f"/{ingest.DATA_DIR}/"), md5))
     if not mine:
-        raise ingest.IngestError(f"data.dvc has no files for {task} (datasets {get_task(task).datasets})")
-    return hashlib.sha256(json.dumps(mine).encode()).hexdigest()
+        raise ingest.IngestError(f"data.dvc has no files for {task.name} (datasets {task.datasets})")
+    return hashlib.sha256(json.dumps(sorted(mine)).encode()).hexdigest()
 
 
-def code_hash(task: str, config: TrainConfig) -> str:
-    """sha256 of the shared training code, the task's module and its resolved config."""
+def code_hash(task: Task, config: TrainConfig) -> str:
+    """sha256 of the shared training code, the task's own modules (not its serving hooks) and its resolved config."""
     h = hashlib.sha256()
-    for path in sorted((ROOT / CODE_DIR).glob("*.py")):
+    for folder in CODE_DIRS:
+        for path in sorted((ROOT / folder).glob("*.py")):
+            h.update(path.relative_to(ROOT).as_posix().encode())
+            h.update(path.read_bytes())
+    module = inspect.getmodule(type(task))
+    assert module is not None and module.__file__
+    own = Path(module.__file__)
+    files = [p for p in sorted(own.parent.glob("*.py")) if p.name != "serving.py"] if own.name == "__init__.py" else [own]
+    for path in files:  # the task's package, less its serving hooks (they change no training)
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    h.update(inspect.getsource(inspect.getmodule(type(get_task(task)))).encode())
     h.update(json.dumps(asdict(config), sort_keys=True).encode())
     return h.hexdigest()
 
 
 def already_trained(settings: Settings, task: str, data: str, code: str) -> str | None:
     """The champion or challenger version trained on exactly this data and code, if any."""
-    c = modelstore.client(settings)
+    c = client(settings)
     for alias in (CHAMPION, CHALLENGER):
-        mv = modelstore.by_alias(c, task, alias)
-        if mv is not None and mv.tags.get("task_data_hash") == data and mv.tags.get("code_hash") == code:
+        mv = by_alias(c, task, alias)
+        if mv is not None and mv.tags.get(Tag.TASK_DATA_HASH) == data and mv.tags.get(Tag.CODE_HASH) == code:
             return str(mv.version)
     return None

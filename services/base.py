@@ -1,96 +1,50 @@
-"""What every course-zoo service shares: loading champions, readiness, errors, headers."""
+"""What every course-zoo service shares: loading champions, following the alias, readiness, errors, headers.
+
+A task's service file holds one API class, ``class API(ZooService, task="<name>")``,
+whose ``@bentoml.api`` methods are its typed schema and endpoints, each a line
+over :meth:`ZooService.infer`. The task's serving hooks do the rest.
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 import threading
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 from starlette.responses import JSONResponse
 
-from models import modelstore
 from models.inputs import InvalidInput
 from models.onnx_model import ChecksumError, OnnxModel
+from models.registry import get_serving
 from models.settings import Settings
-from services.batching import MicroBatcher
+from models.store.connect import client, explain
+from models.store.names import CHAMPION, model_name
+from models.store.reading import by_alias, champion_record, load_remembered, open_version, remember
+from services.batching import Overloaded
 from services.metrics import zoo_metrics
+from services.options import ort_threads, serving_workers, settings
+from services.runtime import TaskRunner
 
 log = logging.getLogger("course_zoo.services")
 VERSION_HEADER = "X-Model-Version"
 REJECTION_HEADER = "X-Zoo-Rejection"
-INLINE_ROWS = 256
-"""Requests of up to this many rows may run a tiny model inline (see :meth:`TaskRunner.run`)."""
 LOADED_VERSIONS: dict[str, str] = {}
 """Task -> version loaded in this worker process (for headers on responses BentoML writes)."""
-
-
-def collect(cls: type, attr: str) -> dict[str, Any]:
-    """Merge the dict class attribute ``attr`` over every API mixin in ``cls``'s MRO."""
-    merged: dict[str, Any] = {}
-    for base in reversed(cls.__mro__):
-        merged.update(base.__dict__.get(attr, {}))
-    return merged
-
-
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
 
 
 class RegistryUnavailable(RuntimeError):
     """The model registry could not be read."""
 
 
-def _cached(settings: Settings, task: str) -> bool:
-    return modelstore.champion_record(settings, modelstore.registered_name(task)).is_file()
-
-
-class TaskRunner:
-    """One loaded model version of one task, with its batcher."""
-
-    task: ClassVar[str]
-
-    def __init__(self, model: OnnxModel) -> None:
-        self.model = model
-        self.spec: dict[str, Any] = model.spec["preprocess"]
-        metrics = zoo_metrics()
-        self.batcher = MicroBatcher(
-            model.run,
-            max_batch_size=env_int("ZOO_MAX_BATCH_SIZE", 32),
-            on_batch=metrics.batch_size.labels(self.task).observe,
-        )
-        self._predicted = metrics.predictions.labels(self.task, model.version)
-        self._observe_batch = metrics.batch_size.labels(self.task).observe
-        self.call_seconds = model.seconds_per_call()
-        self.inline = self.call_seconds * 1000 < float(os.environ.get("ZOO_INLINE_MS", "0.25"))
-
-    @property
-    def version(self) -> str:
-        return self.model.version
-
-    async def run(self, *inputs: np.ndarray) -> np.ndarray:
-        """Run the model on one request's rows: inline when it is tiny, else through the shared batcher.
-
-        Tuned in issue 6: a model that answers a reference row in under ``ZOO_INLINE_MS``
-        (0.25 ms; recommend ~0.015 ms and sales ~0.1 ms on 2 cores) costs less than the hop to a
-        worker thread and gains nothing from batching, so small requests run it on the event loop.
-        """
-        if self.inline and len(inputs[0]) <= INLINE_ROWS:
-            out = self.model.run(*inputs)
-            self._observe_batch(1)
-        else:
-            out = await self.batcher.submit(*inputs)
-        self._predicted.inc(len(out))
-        return out
+def is_api(value: Any) -> bool:
+    """Whether a class attribute is a ``@bentoml.api`` method."""
+    return hasattr(value, "route") and hasattr(value, "func") and hasattr(value, "input_spec")
 
 
 class ZooService:
-    """Mixin for BentoML service classes: serves each task's champion and follows the alias.
+    """Base of the BentoML service classes: serves each task's champion and follows the alias.
 
     A background thread re-reads the ``champion`` alias every ``ZOO_POLL_SECONDS``.
     A new version is downloaded, checked against its sha256, warmed and checked
@@ -101,31 +55,59 @@ class ZooService:
     loads the last verified champion from ``ZOO_HOME``'s cache.
     """
 
-    served: ClassVar[tuple[str, ...] | None] = None
-    """Tasks this service serves; ``None``: ``ZOO_TASKS``, else every task with a champion."""
+    task: ClassVar[str | None] = None
+    """The task whose API a subclass holds (``class API(ZooService, task="classify")``)."""
+    discover: ClassVar[bool] = False
+    """The all-tasks service: serve the tasks with a champion (or ``ZOO_TASKS``), and watch the others."""
     compute_bound: ClassVar[bool] = False
-    """Only compute-bound models (one worker, every CPU for ONNX Runtime): see :func:`serving_workers`."""
+    """Only compute-bound models (one worker, every CPU for ONNX Runtime): see :func:`services.options.serving_workers`."""
+
+    def __init_subclass__(cls, task: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if task is not None:
+            cls.task = task
+
+    @classmethod
+    def endpoints(cls) -> dict[str, str]:
+        """API name -> task, over every task API this class is made of."""
+        out: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            task = klass.__dict__.get("task")
+            if task:
+                out.update({name: task for name, value in klass.__dict__.items() if is_api(value)})
+        return out
+
+    @classmethod
+    def routes(cls) -> dict[str, str]:
+        """Route -> task (for the middleware)."""
+        tasks = cls.endpoints()
+        return {getattr(cls, name).route: task for name, task in tasks.items()}
+
+    @classmethod
+    def api_tasks(cls) -> list[str]:
+        return sorted(set(cls.endpoints().values()))
 
     def __init__(self) -> None:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        self.settings = Settings.from_env()
+        self.settings: Settings = settings()
         self.settings.apply()
-        # Each worker's ONNX Runtime sessions get their share of the CPUs (models.onnx_model reads it).
-        os.environ["ZOO_ORT_THREADS"] = str(ort_threads(serving_workers(self.compute_bound)))
+        self.config = self.settings.serving
+        self.threads = ort_threads(self.config, serving_workers(self.config, self.compute_bound))
         self.runners: dict[str, TaskRunner] = {}
         self.problems: dict[str, str] = {}
-        self.runner_types: dict[str, type[TaskRunner]] = collect(type(self), "runner_types")
-        self.poll_seconds = float(os.environ.get("ZOO_POLL_SECONDS", "5"))
+        self.by_endpoint = self.endpoints()
+        self.poll_seconds = self.config.poll_seconds
         self._failed: dict[str, str] = {}
-        discover = self.served is None and not os.environ.get("ZOO_TASKS", "").strip()
+        known = self.api_tasks()
+        discover = self.discover and not self.config.tasks
         try:
-            self.tasks = self._wanted()
+            self.tasks = self._wanted(known)
         except Exception as exc:  # registry down at start: serve what the cache has
             log.error("registry unreachable at start (%s); using cached champions", exc)
-            self.tasks = [t for t in self.runner_types if _cached(self.settings, t)]
+            self.tasks = [t for t in known if champion_record(self.settings, self._name(t)).is_file()]
         # The all-tasks service also watches tasks that have no champion yet.
-        self.watched = list(self.runner_types) if discover else list(self.tasks)
+        self.watched = known if discover else list(self.tasks)
         metrics = zoo_metrics()
         for task in self.watched:  # export the counters at 0 from the start: increase() misses a series' first value
             metrics.load_failures.labels(task)
@@ -139,30 +121,41 @@ class ZooService:
         if not self.tasks:
             self.problems["*"] = f"no task has a champion in the registry at {self.settings.registry_uri}"
             log.error(self.problems["*"])
+        from services.inference_protocol import INSTANCES
+
+        INSTANCES.append(self)
         self._stop = threading.Event()
         threading.Thread(target=self._follow, name="zoo-registry-poll", daemon=True).start()
-        # Tuned in issue 6 (bench/): what is loaded by now (torch, MLflow, the specs) is frozen out of
-        # the garbage collector's reach. Measured on 2 CPUs (make bench, /rate, wrk): full collections
-        # of that heap stopped the event loop for 300-430 ms every ~8 s under load, p99 ~300 ms at c1 and
-        # ~410 ms at c32; frozen: pauses of 50-85 ms, p99 7-74 ms at c1, ~225 ms at c32, c32 throughput
-        # 656 -> 860 requests/s. (What is left: BentoML's TimeoutMiddleware keeps every request's
-        # future and context alive for the traffic timeout, 60 s.) ZOO_GC_FREEZE=0 turns it off.
-        if os.environ.get("ZOO_GC_FREEZE", "1") != "0":
+        # What is loaded by now (MLflow, the specs, the models) is frozen out of the garbage collector's reach:
+        # full collections of that heap paused the event loop under load (docs/benchmarks.md). ZOO_GC_FREEZE=0: off.
+        if self.config.gc_freeze:
             gc.collect()
             gc.freeze()
 
-    def _wanted(self) -> list[str]:
-        if self.served is not None:
-            return list(self.served)
-        env = os.environ.get("ZOO_TASKS", "").strip()
-        if env:
-            return [t.strip() for t in env.split(",") if t.strip() in self.runner_types]
-        c = modelstore.client(self.settings)
-        return [t for t in self.runner_types if modelstore.by_alias(c, modelstore.registered_name(t), modelstore.CHAMPION)]
+    def _name(self, task: str) -> str:
+        return model_name(task, self.config.registry, self.settings.prod_model_prefix)
+
+    def _wanted(self, known: list[str]) -> list[str]:
+        if not self.discover:
+            return known
+        if self.config.tasks:
+            return [t for t in self.config.tasks if t in known]
+        c = client(self.settings)
+        return [t for t in known if by_alias(c, self._name(t), CHAMPION)]
+
+    def _install(self, task: str, model: OnnxModel) -> None:
+        self.runners[task] = TaskRunner(task, model, get_serving(task), self.config)  # the swap: one assignment
+        self.problems.pop(task, None)
+        self.problems.pop("*", None)
+        self._failed.pop(task, None)
+        LOADED_VERSIONS[task] = model.version
+        zoo_metrics().model_version.labels(task).set(float(model.version))
+        zoo_metrics().model_ready.labels(task).set(1.0)
+        log.info("serving %s version %s", task, model.version)
 
     def _load_cached(self, task: str, why: Exception) -> None:
         try:
-            model = modelstore.load_remembered(self.settings, modelstore.registered_name(task))
+            model = load_remembered(self.settings, self._name(task), self.threads)
         except Exception as exc:
             self.problems[task] = f"registry unreachable ({why}) and no verified champion cached: {exc}"
             log.error("cannot serve %s: %s", task, self.problems[task])
@@ -175,13 +168,13 @@ class ZooService:
 
         Raises :class:`RegistryUnavailable` when the registry cannot be read.
         """
-        name = modelstore.registered_name(task)
+        name = self._name(task)
         try:
-            c = modelstore.client(self.settings)
-            mv = modelstore.by_alias(c, name, modelstore.CHAMPION)
+            c = client(self.settings)
+            mv = by_alias(c, name, CHAMPION)
         except Exception as exc:
             zoo_metrics().registry_errors.labels(task).inc()
-            raise RegistryUnavailable(modelstore.explain(exc, self.settings.registry_uri)) from exc
+            raise RegistryUnavailable(explain(exc, self.settings.registry_uri)) from exc
         if mv is None:
             if task not in self.runners and task in self.tasks:
                 self.problems[task] = f"{name} has no champion in the registry at {self.settings.registry_uri}"
@@ -193,31 +186,21 @@ class ZooService:
         if self._failed.get(task) == version:
             return False  # refused before; wait for the alias to move
         try:
-            model = modelstore.open_version(self.settings, c, mv)
+            model = open_version(self.settings, c, mv, self.threads)
             model.warm()
             if current is not None and not model.compatible_with(current.model):
                 raise ValueError(f"version {version} takes different inputs than version {current.version}")
+            self._install(task, model)
         except Exception as exc:
-            if isinstance(exc, (ChecksumError, ValueError)):
+            if isinstance(exc, (ChecksumError, ValueError, KeyError, TypeError)):
                 self._failed[task] = version  # will not get better: wait for the alias to move
             zoo_metrics().load_failures.labels(task).inc()
             log.error("not loading %s version %s: %s: %s", task, version, type(exc).__name__, exc)
             if current is None:
                 self.problems[task] = f"version {version} could not be loaded: {exc}"
             return False
-        self._install(task, model)
-        modelstore.remember(self.settings, mv)
+        remember(self.settings, mv)
         return True
-
-    def _install(self, task: str, model: OnnxModel) -> None:
-        self.runners[task] = self.runner_types[task](model)  # the swap: one assignment
-        self.problems.pop(task, None)
-        self.problems.pop("*", None)
-        self._failed.pop(task, None)
-        LOADED_VERSIONS[task] = model.version
-        zoo_metrics().model_version.labels(task).set(float(model.version))
-        zoo_metrics().model_ready.labels(task).set(1.0)
-        log.info("serving %s version %s", task, model.version)
 
     def _follow(self) -> None:
         delay = self.poll_seconds
@@ -237,116 +220,30 @@ class ZooService:
     def __is_ready__(self) -> bool:
         return bool(self.runners) and not self.problems
 
-    async def serve(self, task: str, ctx: Any, call: Callable[[Any], Awaitable[Any]]) -> Any:
-        """Run ``call(runner)`` for ``task``; bad input and a missing model become clear JSON errors."""
+    async def infer(self, ctx: Any, endpoint: str, **request: Any) -> Any:
+        """Answer one request of API ``endpoint``: bad input, overload and a missing model become clear JSON errors."""
+        task = self.by_endpoint[endpoint]
         runner = self.runners.get(task)
         if runner is None:
             why = self.problems.get(task) or self.problems.get("*") or "this server was not started for it"
             return self._error(ctx, 503, f"task {task!r} is not being served: {why}", "not_served", None)
         try:
-            result = await call(runner)
+            result = await runner.handle(endpoint, request)
         except InvalidInput as exc:
             zoo_metrics().rejections.labels(task, exc.reason).inc()
             return self._error(ctx, exc.status, str(exc), exc.reason, runner.version)
+        except Overloaded as exc:
+            zoo_metrics().overloads.labels(task, exc.reason).inc()
+            return self._error(ctx, 503, f"{task} is overloaded: {exc}; retry after {exc.retry_after:g} s", exc.reason, runner.version, exc.retry_after)
         ctx.response.headers[VERSION_HEADER] = runner.version
         return result
 
     @staticmethod
-    def _error(ctx: Any, status: int, message: str, reason: str, version: str | None) -> JSONResponse:
-        ctx.response.status_code = status
-        ctx.response.headers[REJECTION_HEADER] = reason
+    def _error(ctx: Any, status: int, message: str, reason: str, version: str | None, retry_after: float | None = None) -> JSONResponse:
+        headers = {REJECTION_HEADER: reason}
         if version is not None:
-            ctx.response.headers[VERSION_HEADER] = version
-        return JSONResponse({"error": message, "reason": reason}, status_code=status)
-
-
-class ZooMiddleware:
-    """ASGI middleware for the task routes: body-size cap, version header, rejection counts."""
-
-    def __init__(self, app: Any, routes: dict[str, str], max_body_bytes: int) -> None:
-        self.app, self.routes, self.max_body_bytes = app, routes, max_body_bytes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        task = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if task is None:
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers", []))
-        length = headers.get(b"content-length", b"0")
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            exc = InvalidInput("too_large", f"request body is {int(length)} bytes; the limit is {self.max_body_bytes}", status=413)
-            zoo_metrics().rejections.labels(task, exc.reason).inc()
-            resp = JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=413, headers={REJECTION_HEADER: exc.reason})
-            return await resp(scope, receive, send)
-
-        async def send_with_headers(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                out = list(message.get("headers", []))
-                names = {k.lower() for k, _ in out}
-                status = message["status"]
-                if 400 <= status < 500 and REJECTION_HEADER.lower().encode() not in names:
-                    zoo_metrics().rejections.labels(task, "invalid_request").inc()
-                if VERSION_HEADER.lower().encode() not in names:
-                    out.append((VERSION_HEADER.lower().encode(), LOADED_VERSIONS.get(task, "none").encode()))
-                message = {**message, "headers": out}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-MAX_DEFAULT_WORKERS = 4
-"""Without ``ZOO_WORKERS``, at most this many workers (each holds its own copy of the models)."""
-
-
-CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-"""cgroup v2's CPU quota and period: what a container's CPU limit becomes."""
-
-
-def available_cpus(cpu_max: Path = CPU_MAX) -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's CPU limit)."""
-    n = len(os.sched_getaffinity(0))
-    try:
-        quota, period = cpu_max.read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return n
-
-
-def serving_workers(compute_bound: bool = False) -> int:
-    """Worker processes: ``ZOO_WORKERS``, else one per CPU (at most ``MAX_DEFAULT_WORKERS``),
-    or one for a service of compute-bound models only.
-
-    Tuned in issue 6 (wrk on the 2-CPU machine, one worker against two with one ONNX Runtime
-    thread each): ``/rate`` and ``/sales`` at c32 went from 480-550 to 1,100-1,150 and from
-    255-325 to 480-500 requests/s, classify from 198 to 357, sentiment from 247 to 283, segment
-    stayed at 42-43; only superres lost (c1 17.5 -> 12.9, c32 19.3 -> 16.7 requests/s), which is
-    why the segment and superres services keep one worker with every core for ONNX Runtime.
-    """
-    if os.environ.get("ZOO_WORKERS", "").strip():
-        return env_int("ZOO_WORKERS", 1)
-    return 1 if compute_bound else max(1, min(available_cpus(), MAX_DEFAULT_WORKERS))
-
-
-def ort_threads(workers: int) -> int:
-    """ONNX Runtime intra-op threads per worker: ``ZOO_ORT_THREADS``, else the CPUs shared out among the workers."""
-    if os.environ.get("ZOO_ORT_THREADS", "").strip():
-        return env_int("ZOO_ORT_THREADS", 0)
-    return max(1, available_cpus() // workers)
-
-
-def service_options(compute_bound: bool = False) -> dict[str, Any]:
-    """``@bentoml.service`` options shared by every service (tuned in issue 6)."""
-    return {
-        "traffic": {"timeout": 60},
-        "workers": serving_workers(compute_bound),
-        "metrics": {"enabled": True},
-        "logging": {"access": {"enabled": os.environ.get("ZOO_ACCESS_LOG", "1") != "0"}},
-    }
-
-
-def with_middleware(service: Any) -> Any:
-    """Attach :class:`ZooMiddleware` with the routes of every API mixin of ``service``."""
-    routes = collect(service.inner, "routes")
-    service.add_asgi_middleware(ZooMiddleware, routes=routes, max_body_bytes=env_int("ZOO_MAX_BODY_BYTES", 20 * 1024 * 1024))
-    return service
+            headers[VERSION_HEADER] = version
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(retry_after)))
+        ctx.response.status_code = status
+        return JSONResponse({"error": message, "reason": reason}, status_code=status, headers=headers)

@@ -18,6 +18,7 @@ class ZooMetrics:
     batch_size: Histogram
     unknown_inputs: Counter
     model_ready: Gauge
+    overloads: Counter
 
 
 @cache
@@ -36,4 +37,5 @@ def zoo_metrics() -> ZooMetrics:
             ["task", "field"],
         ),
         model_ready=Gauge("zoo_model_ready", "1 when a model of the task is loaded and serving, else 0", ["task"], multiprocess_mode="livemin"),
+        overloads=Counter("zoo_overload_rejections", "Requests refused with 503: the model's queue was full or the wait budget ran out", ["task", "reason"]),
     )

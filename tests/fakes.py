@@ -108,7 +108,7 @@ def write_camvid_like(root: Path, n: int = 80, size: tuple[int, int] = (48, 64),
 
 def write_rossmann_like(root: Path, stores: int = 6, seed: int = 0) -> Path:
     """``rossmann_sample`` layout (Kaggle's train.csv, store.csv): the task's own generator, small."""
-    from models.tasks.sales import write_rossmann
+    from models.tasks.sales.synthetic import write_rossmann
 
     return write_rossmann(root / "rossmann_sample", n_stores=stores, start="2014-10-01", end="2015-07-31", seed=seed)
 

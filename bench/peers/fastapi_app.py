@@ -52,11 +52,12 @@ def ping() -> dict[str, list[str]]:
 
 @app.post("/classify")
 async def classify(image: UploadFile = File(...), k: int = Form(5)) -> dict[str, Any]:
-    from models.tasks.classify import preprocess, top_k
+    from models.images import ImageSpec
+    from models.tasks.classify.serving import top_k
 
     spec = SPECS["classify"]
-    logits = forward("classify", preprocess(open_image(await image.read()), spec)[None])
-    return {"predictions": top_k(logits[0], spec, k)}
+    logits = forward("classify", ImageSpec.from_spec(spec).preprocess(open_image(await image.read()))[None])
+    return {"predictions": [p.model_dump() for p in top_k(logits[0], spec["classes"], k)]}
 
 
 class RateRequest(BaseModel):
@@ -91,7 +92,7 @@ class SalesRequest(BaseModel):
 
 @app.post("/sales")
 async def sales(req: SalesRequest) -> dict[str, Any]:
-    from models.tasks.sales import Preprocessor
+    from models.tasks.sales.features import Preprocessor
 
     for r in req.records:
         date.fromisoformat(r.Date)
@@ -115,7 +116,8 @@ class SentimentRequest(BaseModel):
 
 @app.post("/sentiment")
 async def sentiment(req: SentimentRequest) -> dict[str, Any]:
-    from models.text import Numericalizer, bucket_length, encode, pad_right, softmax
+    from models.maths import softmax
+    from models.text import Numericalizer, bucket_length, encode, pad_right
 
     spec = SPECS["sentiment"]
     num = Numericalizer(spec["vocab"])
@@ -128,11 +130,12 @@ async def sentiment(req: SentimentRequest) -> dict[str, Any]:
 
 @app.post("/segment")
 async def segment(image: UploadFile = File(...)) -> dict[str, Any]:
-    from models.tasks.segment import class_shares, png_bytes, predict_mask, preprocess
+    from models.images import ImageSpec
+    from models.tasks.segment.masks import class_shares, png_bytes, predict_mask
 
     spec = SPECS["segment"]
     img = open_image(await image.read())
-    logits = forward("segment", preprocess(img, spec)[None])
+    logits = forward("segment", ImageSpec.from_spec(spec).preprocess(img)[None])
     mask = predict_mask(logits[0], img.size)
     return {
         "width": img.width,
@@ -144,7 +147,7 @@ async def segment(image: UploadFile = File(...)) -> dict[str, Any]:
 
 @app.post("/superres")
 async def superres(image: UploadFile = File(...)) -> Response:
-    from models.tasks.superres import to_array, to_uint8
+    from models.tasks.superres.quality import to_array, to_uint8
 
     x = to_array(open_image(await image.read()))
     out = to_uint8(forward("superres", x[None])[0])

@@ -101,13 +101,21 @@ class _Model:
 
 @pytest.mark.parametrize(("seconds", "rows", "inline"), [(1e-5, 3, True), (1e-5, 1000, False), (5e-3, 3, False)])
 def test_a_tiny_model_runs_small_requests_inline_and_the_rest_through_the_batcher(seconds: float, rows: int, inline: bool) -> None:
-    from services.base import TaskRunner
+    from models.serving import Endpoint, Serving
+    from models.settings import ServingSettings
+    from services.runtime import TaskRunner
 
-    class Runner(TaskRunner):
-        task = "recommend"
+    class Hooks(Serving):
+        task = "test"
+
+        def endpoints(self) -> dict[str, Endpoint]:
+            return {}
+
+        def examples(self, folder):  # noqa: ANN001, ANN201
+            return {}
 
     model = _Model(seconds)
-    runner = Runner(model)  # type: ignore[arg-type]
+    runner = TaskRunner("test", model, Hooks, ServingSettings())  # type: ignore[arg-type]
 
     async def main() -> tuple[np.ndarray, int]:
         return await runner.run(np.arange(rows)), threading.get_ident()
@@ -116,3 +124,31 @@ def test_a_tiny_model_runs_small_requests_inline_and_the_rest_through_the_batche
     assert out.tolist() == (np.arange(rows) * 2).tolist()
     assert runner.inline is (seconds < 0.25e-3)
     assert (model.threads == [loop_thread]) is inline
+
+
+def test_a_full_queue_is_refused_at_once_and_a_late_request_past_its_budget() -> None:
+    from services.batching import Overloaded
+
+    gate = threading.Event()
+
+    def model(x: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        return x
+
+    async def main() -> tuple[list[object], float]:
+        batcher = MicroBatcher(model, max_batch_size=1, max_queue=2, max_wait_s=0.2)
+        running = asyncio.create_task(batcher.submit(np.array([0])))
+        await asyncio.sleep(0.05)  # the first call runs, blocked on the gate
+        queued = [asyncio.create_task(batcher.submit(np.array([i]))) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded) as full:
+            await batcher.submit(np.array([3]))
+        await asyncio.sleep(0.3)  # the queued ones are now past their budget
+        gate.set()
+        results = await asyncio.gather(running, *queued, return_exceptions=True)
+        return results, full.value.retry_after
+
+    results, retry_after = asyncio.run(main())
+    assert results[0].tolist() == [0]
+    assert all(isinstance(r, Overloaded) and r.reason == "wait_budget" for r in results[1:])
+    assert retry_after >= 1

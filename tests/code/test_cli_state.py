@@ -16,7 +16,7 @@ def test_commands_write_nothing_outside_zoo_home(tmp_path: Path) -> None:
     env.update({"HOME": str(home), "ZOO_HOME": str(zoo_home)})
     # promote imports MLflow and ONNX Runtime, whose telemetry would write to ~/.cache and ~/.config
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "promote", "nope", "1", "--reason", "x"], env=env, capture_output=True, text=True)
-    assert proc.returncode == 1 and "error:" in proc.stderr
+    assert proc.returncode == 5 and "error:" in proc.stderr  # ExitCode.NOT_FOUND: no such model version
     assert list(home.iterdir()) == []
     assert zoo_home.is_dir()
 
@@ -38,7 +38,7 @@ def test_serve_becomes_the_server_so_signals_reach_it(tmp_path: Path, monkeypatc
     result = CliRunner().invoke(cli.app, ["serve", "--task", "classify", "--port", "3999"])
     assert result.exit_code == 0, result.output
     [(path, argv, env)] = calls
-    assert path.endswith("bentoml") and argv[:3] == [path, "serve", "services.classify:Classify"]
+    assert path.endswith("bentoml") and argv[:3] == [path, "serve", "services.classify:Service"]
     assert argv[argv.index("--port") + 1] == "3999"
     assert env["MLFLOW_TRACKING_URI"]  # the project's tool settings travel to the server
     assert CliRunner().invoke(cli.app, ["serve", "--task", "nope"]).exit_code != 0 and len(calls) == 1

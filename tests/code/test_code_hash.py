@@ -14,10 +14,15 @@ from pipelines import versions
 def test_a_change_to_shared_model_code_changes_the_code_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(versions.ROOT / "models", tmp_path / "models", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(versions, "ROOT", tmp_path)
-    cfg = get_task("segment").config("tiny")
-    before = versions.code_hash("segment", cfg)
-    assert versions.code_hash("segment", cfg) == before  # deterministic
+    task = get_task("segment")
+    cfg = task.config("tiny")
+    before = versions.code_hash(task, cfg)
+    assert versions.code_hash(task, cfg) == before  # deterministic
     with (tmp_path / "models" / "unet.py").open("a") as f:
         f.write("\n# a change to the shared U-Net\n")
-    assert versions.code_hash("segment", cfg) != before
-    assert versions.code_hash("segment", get_task("segment").config("tiny", epochs=99)) != versions.code_hash("segment", cfg)
+    after_unet = versions.code_hash(task, cfg)
+    assert after_unet != before
+    assert versions.code_hash(task, task.config("tiny", epochs=99)) != versions.code_hash(task, cfg)
+    with (tmp_path / "models" / "training" / "loop.py").open("a") as f:
+        f.write("\n# a change to the training loop\n")
+    assert versions.code_hash(task, cfg) != after_unet

@@ -10,9 +10,10 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from models.tasks.segment import IGNORE, class_shares, mean_iou, overlay, pixel_accuracy, png_bytes, predict_mask
-from models.tasks.superres import Bicubic, LumaResidual, ResidualPS, ssim_torch
-from models.tasks.superres import bicubic as pil_bicubic
+from models.tasks.segment import IGNORE, mean_iou, pixel_accuracy
+from models.tasks.segment.masks import class_shares, overlay, png_bytes, predict_mask
+from models.tasks.superres.networks import Bicubic, LumaResidual, ResidualPS, ssim_torch
+from models.tasks.superres.quality import bicubic as pil_bicubic
 from models.unet import DynamicUnet
 
 

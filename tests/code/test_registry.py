@@ -33,8 +33,9 @@ def test_configs_build(name: str) -> None:
 
 def test_models_imports_neither_prefect_nor_bentoml() -> None:
     code = (
-        "import sys, models.registry, models.training, models.export, models.modelstore, models.images;"
-        "[models.registry.get_task(n) for n in models.registry.task_names()];"
+        "import sys, models.registry, models.training.loop, models.export, models.store.reading, models.store.writing, models.images;"
+        "[models.registry.get_task(n).recipe(models.registry.get_task(n).config('tiny')) for n in models.registry.task_names()];"
+        "[models.registry.get_serving(n) for n in models.registry.task_names()];"
         "bad = [m for m in ('prefect', 'bentoml') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -52,17 +53,24 @@ def test_importing_the_services_does_no_io(tmp_path) -> None:
     assert not home.exists()
 
 
-@pytest.mark.parametrize("name", task_names())
-def test_every_task_has_a_service_and_the_zoo_serves_it(name: str) -> None:
-    import importlib
+def test_the_task_contract_and_its_serving_hooks_import_no_torch() -> None:
+    """Reading the registry (``zoo models``, promotion gates) and serving need no PyTorch."""
+    code = (
+        "import sys, models.registry as r;"
+        "[(r.get_task(n), r.get_serving(n)) for n in r.task_names()];"
+        "import models.store.reading, models.store.writing, models.onnx_model;"
+        "bad = [m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    from pipelines.serving import service_target
-    from services.base import collect
-    from services.zoo import Zoo
 
-    module, cls = service_target(name).split(":")
-    service = getattr(importlib.import_module(module), cls)
-    assert name in collect(service.inner, "runner_types")
-    assert name in collect(Zoo.inner, "runner_types")
-    assert set(service.apis) <= set(Zoo.apis)
-    assert service_target(None) == "services.zoo:Zoo"
+def test_the_bentos_requirements_are_generated_from_the_pins() -> None:
+    """services/requirements.txt is what infra/tools/bento_requirements.py derives from pyproject and constraints.txt."""
+    from models.settings import PROJECT_ROOT
+
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "infra" / "tools" / "bento_requirements.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    pinned = dict(line.split("==") for line in (PROJECT_ROOT / "services" / "requirements.txt").read_text().splitlines() if "==" in line)
+    assert {"bentoml", "onnxruntime", "mlflow", "numpy", "pillow"} <= set(pinned) and "torch" not in pinned

@@ -27,3 +27,36 @@ def test_servers_come_from_standard_variables(tmp_path: Path) -> None:
 def test_default_home_is_dot_zoo_in_the_checkout() -> None:
     s = Settings.from_env({})
     assert s.home == s.project_root / ".zoo"
+
+
+import pytest  # noqa: E402
+
+from models.settings import SettingsError  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ZOO_MAX_TEXTS", "ten", "ZOO_MAX_TEXTS='ten' is not a whole number"),
+        ("ZOO_MAX_TEXTS", "0", "ZOO_MAX_TEXTS=0 is below its minimum of 1"),
+        ("ZOO_POLL_SECONDS", "soon", "ZOO_POLL_SECONDS='soon' is not a number"),
+        ("ZOO_POLL_SECONDS", "nan", "ZOO_POLL_SECONDS=nan is below"),
+        ("ZOO_GC_FREEZE", "maybe", "ZOO_GC_FREEZE='maybe' is not a flag"),
+        ("ZOO_SERVE_REGISTRY", "staging", "ZOO_SERVE_REGISTRY='staging' is not one of dev, prod"),
+        ("ZOO_WORKERS", "-2", "ZOO_WORKERS=-2 is below its minimum of 1"),
+        ("ZOO_SERVE_MODEL_PREFIX", "prod.", "ZOO_SERVE_REGISTRY=prod"),
+    ],
+)
+def test_a_malformed_variable_is_refused_in_one_line_naming_it(tmp_path: Path, name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"ZOO_HOME": str(tmp_path), name: value})
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_serving_setting_is_read_typed(tmp_path: Path) -> None:
+    s = Settings.from_env(
+        {"ZOO_HOME": str(tmp_path), "ZOO_TASKS": " classify, rate ,", "ZOO_MAX_TEXTS": "5", "ZOO_GC_FREEZE": "0", "ZOO_SERVE_REGISTRY": "prod", "ZOO_QUANTIZE": "1"}
+    ).serving
+    assert s.tasks == ("classify", "rate") and s.max_texts == 5 and s.gc_freeze is False and s.registry == "prod"
+    assert Settings.from_env({"ZOO_HOME": str(tmp_path), "ZOO_QUANTIZE": "1"}).quantize is True
+    assert s.workers is None and s.max_records == 10_000  # unset: the defaults

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import CAMVID_CODES, write_camvid_like
 from PIL import Image
 
-from fakes import CAMVID_CODES, write_camvid_like
 from models.crappify import crappify, item_seed
 from models.registry import get_task
 from models.tasks.segment import IGNORE, split_items
@@ -116,3 +116,25 @@ def test_bicubic_baseline_and_psnr() -> None:
 def test_fit_size_covers_and_crops() -> None:
     img = fit_size(Image.new("RGB", (300, 100)), (96, 128))
     assert img.size == (128, 96)
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".tif", ".webp", ".JPG"])
+def test_every_image_task_reads_the_same_image_files(tmp_path: Path, suffix: str) -> None:
+    """One set of suffixes: a folder of GIFs (or TIFFs) trains in classify as in segment and superres."""
+    from models.images import split_images
+    from models.tasks.classify import folder_items
+
+    fmt = {".gif": "GIF", ".tif": "TIFF", ".webp": "WEBP", ".JPG": "JPEG"}[suffix]
+    for split in ("train", "valid"):
+        for label in ("a", "b"):
+            folder = tmp_path / "cls" / split / label
+            folder.mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 200, 30)).save(folder / f"x{suffix}", format=fmt)
+    train, valid = folder_items(tmp_path / "cls")
+    assert len(train) == 2 and len(valid) == 2
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(photos / f"{i}{suffix}", format=fmt)
+    train, valid = split_images(photos, photos / "valid.txt", 0.2, seed=0)
+    assert len(train) + len(valid) == 5

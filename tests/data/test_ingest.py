@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import make_project
+
 from models.settings import Settings
 from pipelines import ingest
 
@@ -22,7 +22,7 @@ def test_same_content_gives_the_same_hash(tmp_path: Path, mirror: Path) -> None:
         env = make_project(tmp_path / name, mirror)
         s = Settings.from_env(env)
         hashes.append(ingest.ingest(s))
-        assert (s.dvc_remote / "files" / "md5").is_dir()  # pushed to the remote under ZOO_HOME
+        assert (Path(s.dvc_remote_url) / "files" / "md5").is_dir()  # pushed to the remote under ZOO_HOME
         assert (s.project_root / "data.dvc").is_file()
     assert hashes[0] == hashes[1]
 
@@ -55,9 +55,7 @@ def test_an_s3_remote_is_configuration_alone(tmp_path: Path, mirror: Path, monke
     from dvc.repo import Repo
 
     env = make_project(tmp_path / "p", mirror)
-    s = Settings.from_env(env)
-    monkeypatch.setenv("ZOO_DVC_REMOTE", "s3://zoo-data/dvc")
-    monkeypatch.setenv("ZOO_DVC_S3_ENDPOINT", "http://minio:9000")
+    s = Settings.from_env({**env, "ZOO_DVC_REMOTE": "s3://zoo-data/dvc", "ZOO_DVC_S3_ENDPOINT": "http://minio:9000"})
     with ingest.dvc_repo(s.project_root, s):
         pass
     repo = Repo(str(s.project_root))

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import write_mnist_like, write_ratings
 from PIL import Image
 
-from fakes import write_mnist_like, write_ratings
+from models.registry import get_task
 from models.tasks.classify import ClassifyConfig, folder_items, pets_items
 from models.tasks.recommend import IdMaps, RecommendConfig, read_ratings
-from models.registry import get_task
 
 
 def write_pets(root: Path) -> Path:

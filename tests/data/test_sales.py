@@ -11,27 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from fakes import write_rossmann_like
+
 from models.registry import get_task
-from models.tasks.sales import (
-    CAT_NAMES,
-    CONT_NAMES,
-    DateParts,
-    NA,
-    STORE_COLUMNS,
-    TRAIN_COLUMNS,
-    Preprocessor,
-    SalesConfig,
-    elapsed,
-    fit_spec,
-    generate_rossmann,
-    prepare_rows,
-    read_tables,
-    rmspe,
-    to_days,
-    write_rossmann,
-)
+from models.tasks.sales import prepare_rows, rmspe
+from models.tasks.sales.calendar import DateParts, elapsed, to_days
+from models.tasks.sales.features import CAT_NAMES, CONT_NAMES, NA, Preprocessor, fit_spec
+from models.tasks.sales.schema import STORE_COLUMNS, TRAIN_COLUMNS, read_tables
+from models.tasks.sales.synthetic import generate_rossmann, write_rossmann
 from pipelines import ingest
 
 TASK = get_task("sales")
@@ -49,7 +36,7 @@ def test_the_generator_gives_the_same_bytes_every_time_and_in_every_process(tmp_
     b = write_rossmann(tmp_path / "b", n_stores=5, start="2015-01-01", end="2015-03-31", seed=3)
     assert digests(a) == digests(b)
     code = (
-        "import sys; from pathlib import Path; from models.tasks.sales import write_rossmann;"
+        "import sys; from pathlib import Path; from models.tasks.sales.synthetic import write_rossmann;"
         "write_rossmann(Path(sys.argv[1]), n_stores=5, start='2015-01-01', end='2015-03-31', seed=3)"
     )
     env_seed = {"PYTHONHASHSEED": "123"}
@@ -175,7 +162,7 @@ def handmade() -> tuple[pd.DataFrame, pd.DataFrame]:
 def fitted() -> Preprocessor:
     train, store = handmade()
     rows = prepare_rows(train)
-    spec, _ = fit_spec(rows, store, rows[rows["Open"] == 1], SalesConfig(elapsed_cap=60))
+    spec, _ = fit_spec(rows, store, rows[rows["Open"] == 1], 60)
     return Preprocessor(json.loads(json.dumps(spec)))  # as it travels: through JSON
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fakes import write_mnist_like, write_ratings
+
 from models.registry import get_task, task_names
 
 

@@ -24,7 +24,38 @@ def test_bentoml_build(tmp_path: Path) -> None:
     meta = yaml.safe_load((bento / "bento.yaml").read_text())
     routes = {r["route"] for r in meta["schema"]["routes"]}
     assert {"/classify", "/recommend", "/rate", "/segment", "/sentiment", "/sales", "/superres"} <= routes
-    assert (bento / "src" / "models" / "tasks" / "classify.py").is_file()
+    assert (bento / "src" / "models" / "tasks" / "classify" / "serving.py").is_file()
     assert not (bento / "src" / "pipelines").exists()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
-    assert "onnxruntime==" in requirements and "torch==2.14.1" in requirements
+    assert "onnxruntime==" in requirements and "bentoml==" in requirements
+    assert "torch" not in {line.split("==")[0] for line in requirements.splitlines()}  # the serving image carries no PyTorch
+
+
+def test_bentoml_serve_starts_the_bentofile_service(project, tmp_path: Path) -> None:
+    """``bentoml serve`` in the checkout, as BentoML users start it: the bentofile's ``service:`` answers."""
+    import bentoml
+
+    from pipelines.serving import free_port, serve_env, stop_group
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    bentoml_cli = Path(sys.executable).with_name("bentoml")
+    proc = subprocess.Popen(
+        [str(bentoml_cli), "serve", "--port", str(port), "--host", "127.0.0.1"],
+        cwd=PROJECT_ROOT,
+        env=serve_env(project, {"ZOO_WORKERS": "1"}),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with bentoml.SyncHTTPClient(f"http://127.0.0.1:{port}", server_ready_timeout=240) as client:
+            rated = client.rate(user_ids=[100], movie_ids=[1000])
+            assert rated["ratings"][0]["known_user"] is True and rated["model_version"]
+            assert "/sentiment" in {api.route for api in client.endpoints.values()}
+    except Exception:
+        print((tmp_path / "serve.log").read_text()[-5000:])
+        raise
+    finally:
+        stop_group(proc)
+        log.close()

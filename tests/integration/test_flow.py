@@ -5,19 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import zoo_cli
-from models import modelstore
+
 from models.onnx_model import ChecksumError
 from models.settings import Settings
+from models.store import connect, names, reading
+from pipelines.output import ExitCode
 
 pytestmark = pytest.mark.slow
 
 
 def test_runs_record_data_and_code_versions(project: Settings) -> None:
-    c = modelstore.client(project)
+    c = connect.client(project)
     for task, metric in (("classify", "accuracy"), ("recommend", "mse")):
-        mv = modelstore.by_alias(c, task, modelstore.CHALLENGER)
+        mv = reading.by_alias(c, task, names.CHALLENGER)
         assert mv is not None
         run = c.get_run(mv.run_id)
         assert run.info.status == "FINISHED"
@@ -35,19 +36,19 @@ def test_runs_record_data_and_code_versions(project: Settings) -> None:
 def test_int8_is_opt_in_and_the_float_sentiment_model_is_registered_by_default(project: Settings) -> None:
     import onnx
 
-    c = modelstore.client(project)
-    mv = modelstore.by_alias(c, "sentiment", modelstore.CHAMPION)
+    c = connect.client(project)
+    mv = reading.by_alias(c, "sentiment", names.CHAMPION)
     run = c.get_run(mv.run_id)
     assert run.data.tags["onnx_quantized"] == "no: dynamic INT8 is opt-in (ZOO_QUANTIZE=1)"
     assert "onnx_int8_accuracy" not in run.data.metrics
-    ops = {n.op_type for n in onnx.load(str(modelstore.download(project, c, mv) / "model.onnx")).graph.node}
+    ops = {n.op_type for n in onnx.load(str(reading.download(project, c, mv) / "model.onnx")).graph.node}
     assert "LSTM" in ops and "DynamicQuantizeLSTM" not in ops
 
 
 def test_task_figures_are_logged(project: Settings) -> None:
-    c = modelstore.client(project)
-    classify = modelstore.by_alias(c, "classify", modelstore.CHALLENGER)
-    recommend = modelstore.by_alias(c, "recommend", modelstore.CHALLENGER)
+    c = connect.client(project)
+    classify = reading.by_alias(c, "classify", names.CHALLENGER)
+    recommend = reading.by_alias(c, "recommend", names.CHALLENGER)
     assert {"figures/confusion_matrix.png", "figures/top_errors.png"} <= {f.path for f in c.list_artifacts(classify.run_id, "figures")}
     assert "figures/predicted_vs_actual.png" in {f.path for f in c.list_artifacts(recommend.run_id, "figures")}
 
@@ -55,22 +56,22 @@ def test_task_figures_are_logged(project: Settings) -> None:
 def test_registered_model_has_a_signature_and_an_input_example(project: Settings) -> None:
     import mlflow
 
-    mv = modelstore.by_alias(modelstore.client(project), "recommend", modelstore.CHAMPION)
+    mv = reading.by_alias(connect.client(project), "recommend", names.CHAMPION)
     info = mlflow.models.get_model_info(f"models:/recommend/{mv.version}")
     assert [i.name for i in info.signature.inputs.inputs] == ["user", "movie"]
     assert info.saved_input_example_info is not None
 
 
 def test_registered_model_loads_and_is_verified(project: Settings) -> None:
-    model = modelstore.load_alias(project, "recommend", modelstore.CHAMPION)
+    model = reading.load_alias(project, "recommend", names.CHAMPION)
     assert model.input_names == ["user", "movie"]
     assert model.spec["task"] == "recommend" and "users" in model.spec["preprocess"]
 
 
 def test_a_tampered_artifact_is_refused(project: Settings, tmp_path) -> None:
-    c = modelstore.client(project)
-    mv = modelstore.by_alias(c, "classify", modelstore.CHAMPION)
-    folder = modelstore.download(project, c, mv)
+    c = connect.client(project)
+    mv = reading.by_alias(c, "classify", names.CHAMPION)
+    folder = reading.download(project, c, mv)
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in folder.iterdir():
@@ -79,7 +80,7 @@ def test_a_tampered_artifact_is_refused(project: Settings, tmp_path) -> None:
     from models.onnx_model import OnnxModel
 
     with pytest.raises(ChecksumError, match="spec.json"):
-        OnnxModel.load(copy, modelstore.checksums(mv))
+        OnnxModel.load(copy, reading.checksums(mv))
 
 
 def test_parity_failure_registers_nothing(project: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,14 +90,14 @@ def test_parity_failure_registers_nothing(project: Settings, monkeypatch: pytest
     def broken(*args, **kwargs):
         raise ParityError("injected")
 
-    c = modelstore.client(project)
+    c = connect.client(project)
     before = {v.version for v in c.search_model_versions("name='recommend'")}
-    challenger = modelstore.by_alias(c, "recommend", modelstore.CHALLENGER).version
+    challenger = reading.by_alias(c, "recommend", names.CHALLENGER).version
     monkeypatch.setattr(flows, "check_task_parity", broken)
     with pytest.raises(ParityError):
         flows.retrain("recommend", "tiny", progress=False, force=True)
     assert {v.version for v in c.search_model_versions("name='recommend'")} == before
-    assert modelstore.by_alias(c, "recommend", modelstore.CHALLENGER).version == challenger
+    assert reading.by_alias(c, "recommend", names.CHALLENGER).version == challenger
     failed = c.search_runs([c.get_experiment_by_name(project.experiment).experiment_id], "attributes.status = 'FAILED'")
     assert failed, "the MLflow run of a failed retrain is marked FAILED"
 
@@ -113,11 +114,11 @@ def test_zoo_models_json_lists_champions(project: Settings) -> None:
 
 def test_promote_unknown_version_is_a_clear_error(project: Settings) -> None:
     result = zoo_cli("promote", "recommend", "999", "--reason", "test")
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.NOT_FOUND
     assert "error:" in result.stderr and "Traceback" not in result.output
 
 
 def test_train_unknown_task_is_a_clear_error(project: Settings) -> None:
     result = zoo_cli("train", "nope")
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.NOT_FOUND
     assert "unknown task 'nope'" in result.stderr and "Traceback" not in result.output

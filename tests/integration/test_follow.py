@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models import modelstore
-from models.modelstore import CHAMPION
 from models.settings import Settings
+from models.store import connect, reading
+from models.store.names import CHAMPION
 from pipelines import promotion
 from pipelines.serving import free_port, running_server
 
@@ -54,8 +54,8 @@ def two_versions(project: Settings) -> Iterator[tuple[str, str]]:
     """recommend's champion and a newer version; the champion is restored afterwards."""
     from pipelines.flows import retrain
 
-    c = modelstore.client(project)
-    old = str(modelstore.by_alias(c, "recommend", CHAMPION).version)
+    c = connect.client(project)
+    old = str(reading.by_alias(c, "recommend", CHAMPION).version)
     new = retrain("recommend", "tiny", progress=False, force=True).version
     yield old, new
     c.set_registered_model_alias("recommend", CHAMPION, old)
@@ -111,7 +111,7 @@ def test_a_corrupted_version_is_not_loaded(project: Settings, two_versions: tupl
     from pipelines.flows import retrain
 
     old, _ = two_versions
-    c = modelstore.client(project)
+    c = connect.client(project)
     c.set_registered_model_alias("recommend", CHAMPION, old)
     wait_for_version(server, old)
     bad = retrain("recommend", "tiny", progress=False, force=True).version

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import make_project
+
 from models.settings import Settings
+from pipelines.output import ExitCode
 from pipelines.serving import free_port, running_server, stop_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -190,14 +191,14 @@ def test_promotion_goes_through_the_authenticated_server(trained: dict[str, str]
 
 def test_a_wrong_password_is_refused_with_a_clear_message(trained: dict[str, str]) -> None:
     result = zoo({**trained, "MLFLOW_TRACKING_PASSWORD": "not-the-password"}, "models")
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.REGISTRY
     assert "refused the credentials (HTTP 401)" in result.stderr
     assert "MLFLOW_TRACKING_PASSWORD" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     # Anonymous writes are refused too: the registry is not open to the network.
     anonymous = {k: v for k, v in trained.items() if k != "MLFLOW_TRACKING_PASSWORD"}
     denied = zoo(anonymous, "promote", "recommend", "1", "--reason", "no credentials")
-    assert denied.returncode == 1 and "Traceback" not in denied.stderr
+    assert denied.returncode == ExitCode.REGISTRY and "Traceback" not in denied.stderr
 
 
 def _version(url: str) -> str | None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import zoo_cli
-from models import modelstore
-from models.modelstore import CHALLENGER, CHAMPION
+
 from models.settings import Settings
+from models.store import audit, connect, reading
+from models.store.names import CHALLENGER, CHAMPION, Tag
 from models.task import PromotionPolicy
 from pipelines import promotion
 
@@ -26,8 +27,8 @@ def versions(project: Settings) -> Iterator[dict[str, str]]:
     """
     from pipelines.flows import retrain
 
-    c = modelstore.client(project)
-    saved = {(t, a): modelstore.by_alias(c, t, a) for t in ("classify", "recommend") for a in (CHAMPION, CHALLENGER)}
+    c = connect.client(project)
+    saved = {(t, a): reading.by_alias(c, t, a) for t in ("classify", "recommend") for a in (CHAMPION, CHALLENGER)}
     rec = retrain("recommend", "tiny", progress=False, force=True)
     cls = retrain("classify", "tiny", overrides={"image_size": 32}, progress=False, force=True)
     yield {
@@ -41,7 +42,7 @@ def versions(project: Settings) -> Iterator[dict[str, str]]:
 
 
 def champion(settings: Settings, task: str) -> str:
-    return str(modelstore.by_alias(modelstore.client(settings), task, CHAMPION).version)
+    return str(reading.by_alias(connect.client(settings), task, CHAMPION).version)
 
 
 def test_a_good_version_passes_every_gate(project: Settings, versions: dict[str, str]) -> None:
@@ -68,7 +69,7 @@ def test_each_failing_gate_blocks_and_leaves_the_alias(project: Settings, versio
 
 
 def test_signature_change_must_be_declared(project: Settings, versions: dict[str, str]) -> None:
-    c = modelstore.client(project)
+    c = connect.client(project)
     c.set_registered_model_alias("classify", CHAMPION, versions["classify_old"])
     gates = promotion.check_gates(project, "classify", versions["classify_32"], PromotionPolicy(tolerance=1.0, latency_budget_ms=1000))
     assert [g.name for g in gates if not g.passed] == ["signature"]
@@ -87,18 +88,18 @@ def test_force_needs_a_reason_and_is_recorded(project: Settings, versions: dict[
         promotion.promote(project, "recommend", versions["recommend_new"], "  ", force=True, policy=strict)
     record, gates = promotion.promote(project, "recommend", versions["recommend_new"], "hotfix, latency known", force=True, policy=strict)
     assert record.forced and not all(g.passed for g in gates)
-    mv = modelstore.client(project).get_model_version("recommend", versions["recommend_new"])
+    mv = connect.client(project).get_model_version("recommend", versions["recommend_new"])
     assert mv.tags["zoo.promote.forced"] == "true" and mv.tags["zoo.promote.reason"] == "hotfix, latency known"
-    assert mv.tags[promotion.PREVIOUS_TAG] == versions["recommend_old"]
+    assert mv.tags[Tag.PREVIOUS_CHAMPION] == versions["recommend_old"]
     last = promotion.history(project, "recommend")[-1]
     assert last["forced"] is True and last["version"] == versions["recommend_new"] and last["operator"]
 
 
 def test_rollback_returns_to_the_previous_champion(project: Settings, versions: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ZOO_OPERATOR", "ops-alice")
-    promotion.promote(project, "recommend", versions["recommend_new"], "new data")
+    alice = replace(project, operator="ops-alice")  # ZOO_OPERATOR=ops-alice
+    promotion.promote(alice, "recommend", versions["recommend_new"], "new data")
     assert champion(project, "recommend") == versions["recommend_new"]
-    record = promotion.rollback(project, "recommend", "bad online metrics")
+    record = promotion.rollback(alice, "recommend", "bad online metrics")
     assert champion(project, "recommend") == versions["recommend_old"]
     assert record.action == "rollback" and record.previous == versions["recommend_new"] and record.operator == "ops-alice"
     result = zoo_cli("history", "recommend", "--json")
@@ -106,17 +107,21 @@ def test_rollback_returns_to_the_previous_champion(project: Settings, versions: 
     rows = json.loads(result.stdout)
     assert [r["action"] for r in rows[-2:]] == ["promote", "rollback"]
     assert rows[-1]["reason"] == "bad online metrics"
+    table = zoo_cli("history", "recommend")  # piped, not a terminal: whole cells, one line per row
+    assert table.exit_code == 0, table.output
+    line = next(line for line in table.stdout.splitlines() if "bad online metrics" in line)
+    assert rows[-1]["at"] in line and "rollback" in line and "ops-alice" in line
 
 
 def test_a_promotion_failing_halfway_leaves_the_aliases(project: Settings, versions: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    c = modelstore.client(project)
+    c = connect.client(project)
     c.set_registered_model_alias("recommend", CHAMPION, versions["recommend_old"])
     entries = len(promotion.history(project, "recommend"))
 
     def disk_full(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(promotion, "_append", disk_full)
+    monkeypatch.setattr(audit, "append", disk_full)
     with pytest.raises(OSError):
         promotion.promote(project, "recommend", versions["recommend_new"], "will fail")
     assert champion(project, "recommend") == versions["recommend_old"]
@@ -124,7 +129,7 @@ def test_a_promotion_failing_halfway_leaves_the_aliases(project: Settings, versi
 
 
 def test_corrupted_artifact_is_refused(project: Settings, versions: dict[str, str]) -> None:
-    c = modelstore.client(project)
+    c = connect.client(project)
     mv = c.get_model_version("recommend", versions["recommend_new"])
     stored = Path(c.get_model_version_download_uri("recommend", mv.version).removeprefix("file://")) / "model.onnx"
     original = stored.read_bytes()
@@ -140,21 +145,20 @@ def test_corrupted_artifact_is_refused(project: Settings, versions: dict[str, st
 def test_promote_to_prod_in_the_same_registry(project: Settings, versions: dict[str, str]) -> None:
     record, _ = promotion.promote(project, "recommend", versions["recommend_old"], "release", to="prod")
     assert record.registry == "prod"
-    c = modelstore.client(project)
-    prod = modelstore.by_alias(c, "prod.recommend", CHAMPION)
+    c = connect.client(project)
+    prod = reading.by_alias(c, "prod.recommend", CHAMPION)
     assert prod is not None and str(prod.version) == record.version
     assert prod.tags["sha256.model.onnx"] == c.get_model_version("recommend", versions["recommend_old"]).tags["sha256.model.onnx"]
-    model = modelstore.open_version(project, c, prod)
+    model = reading.open_version(project, c, prod)
     assert model.spec["task"] == "recommend"
 
 
 def test_promote_to_a_separate_prod_registry(project: Settings, versions: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     uri = f"sqlite:///{tmp_path / 'prod.db'}"
-    monkeypatch.setenv("ZOO_PROD_REGISTRY_URI", uri)
-    record, _ = promotion.promote(project, "recommend", versions["recommend_old"], "release", to="prod")
+    record, _ = promotion.promote(replace(project, prod_registry_uri=uri), "recommend", versions["recommend_old"], "release", to="prod")
     prod_settings = Settings.from_env({**dict(__import__("os").environ), "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri})
-    c = modelstore.client(prod_settings)
-    mv = modelstore.by_alias(c, "prod.recommend", CHAMPION)
+    c = connect.client(prod_settings)
+    mv = reading.by_alias(c, "prod.recommend", CHAMPION)
     assert mv is not None and str(mv.version) == record.version == "1"
-    model = modelstore.open_version(prod_settings, c, mv)
+    model = reading.open_version(prod_settings, c, mv)
     assert model.input_names == ["user", "movie"]

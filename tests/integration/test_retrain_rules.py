@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import make_project, project_env, zoo_cli
-from models import modelstore
-from models.modelstore import CHALLENGER, CHAMPION
+
 from models.registry import get_task
 from models.settings import Settings
+from models.store import connect, reading
+from models.store.names import CHALLENGER, CHAMPION
 from pipelines import flows, ingest
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harnes
 
 
 def versions(settings: Settings, task: str) -> set[str]:
-    return {str(v.version) for v in modelstore.client(settings).search_model_versions(f"name='{task}'")}
+    return {str(v.version) for v in connect.client(settings).search_model_versions(f"name='{task}'")}
 
 
 def ratings(settings: Settings) -> Path:
@@ -78,7 +78,7 @@ def test_new_data_retrains_only_its_own_task(fresh: Settings) -> None:
 
 
 def test_schema_violation_fails_before_training(fresh: Settings) -> None:
-    c = modelstore.client(fresh)
+    c = connect.client(fresh)
     before = versions(fresh, "recommend")
     runs_before = len(c.search_runs([c.get_experiment_by_name(fresh.experiment).experiment_id]))
     original = ratings(fresh).read_text()
@@ -104,21 +104,21 @@ def _boom(*args, **kwargs):
 def test_a_failure_at_any_step_registers_nothing(fresh: Settings, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
     targets = {
         "load-data": (type(get_task("recommend")), "load"),
-        "train": (type(get_task("recommend")), "train"),
+        "train": (type(get_task("recommend").recipe(get_task("recommend").config("tiny"))), "train"),
         "evaluate": (flows, "learning_curves"),
         "export": (flows, "export_onnx"),
-        "register": (flows.tracking, "register"),
+        "register": (flows.writing, "register"),
     }
     owner, name = targets[step]
     monkeypatch.setattr(owner, name, _boom)
     monkeypatch.setattr(flows, "register", flows.register.with_options(retries=0))
-    c = modelstore.client(fresh)
+    c = connect.client(fresh)
     before = versions(fresh, "recommend")
-    aliases = {a: modelstore.by_alias(c, "recommend", a).version for a in (CHAMPION, CHALLENGER) if modelstore.by_alias(c, "recommend", a)}
+    aliases = {a: reading.by_alias(c, "recommend", a).version for a in (CHAMPION, CHALLENGER) if reading.by_alias(c, "recommend", a)}
     with pytest.raises(RuntimeError, match="injected failure"):
         flows.retrain("recommend", "tiny", progress=False, force=True)
     assert versions(fresh, "recommend") == before
-    assert {a: modelstore.by_alias(c, "recommend", a).version for a in aliases} == aliases
+    assert {a: reading.by_alias(c, "recommend", a).version for a in aliases} == aliases
     last = c.search_runs([c.get_experiment_by_name(fresh.experiment).experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     assert last.info.status == "FAILED"
 
@@ -154,17 +154,17 @@ def test_auto_promote_only_through_the_gates(fresh: Settings, monkeypatch: pytes
     from models.task import PromotionPolicy
     from pipelines import promotion
 
-    c = modelstore.client(fresh)
+    c = connect.client(fresh)
     task_cls = type(get_task("recommend"))
     monkeypatch.setattr(task_cls, "promotion", PromotionPolicy(tolerance=0.01, latency_budget_ms=1e-6))
     blocked = flows.retrain("recommend", "tiny", progress=False, force=True, auto_promote=True)
     assert not blocked.promoted
-    assert str(modelstore.by_alias(c, "recommend", CHALLENGER).version) == blocked.version
-    assert str(getattr(modelstore.by_alias(c, "recommend", CHAMPION), "version", None)) != blocked.version
+    assert str(reading.by_alias(c, "recommend", CHALLENGER).version) == blocked.version
+    assert str(getattr(reading.by_alias(c, "recommend", CHAMPION), "version", None)) != blocked.version
 
     monkeypatch.setattr(task_cls, "promotion", PromotionPolicy(tolerance=10.0, latency_budget_ms=10_000))
     passed = flows.retrain("recommend", "tiny", progress=False, force=True, auto_promote=True)
     assert passed.promoted
-    assert str(modelstore.by_alias(c, "recommend", CHAMPION).version) == passed.version
+    assert str(reading.by_alias(c, "recommend", CHAMPION).version) == passed.version
     last = promotion.history(fresh, "recommend")[-1]
     assert last["operator"] == "scheduler" and last["version"] == passed.version

@@ -11,9 +11,9 @@ import bentoml
 import httpx
 import numpy as np
 import pytest
+from conftest import SERVED_ENV
 from PIL import Image
 
-from conftest import SERVED_ENV
 from models.settings import Settings
 from pipelines.serving import running_server
 

@@ -11,9 +11,8 @@ import bentoml
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import SERVED_ENV
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 SUPERRES_CAP = int(SERVED_ENV["ZOO_SUPERRES_MAX_PIXELS"])

@@ -8,7 +8,6 @@ import re
 import bentoml
 import httpx
 import pytest
-
 from conftest import SERVED_ENV
 
 pytestmark = pytest.mark.slow

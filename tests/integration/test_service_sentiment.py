@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 import bentoml
 import httpx
 import pytest
-
 from conftest import SERVED_ENV
 
 pytestmark = pytest.mark.slow
@@ -100,7 +99,6 @@ def test_metrics_count_predictions_and_rejections(server: str) -> None:
 
 
 def test_the_all_in_one_service_has_the_route() -> None:
-    from services.base import collect
     from services.zoo import Zoo
 
-    assert collect(Zoo.inner, "routes")["/sentiment"] == "sentiment"
+    assert Zoo.inner.routes()["/sentiment"] == "sentiment"

@@ -12,12 +12,18 @@ import torch
 from models.export import check_parity, check_task_parity, export_onnx
 from models.registry import get_task, task_names
 from models.task import Dataset
-from models.training import fit, loader, predict
+from models.training.loop import fit, loader, predict
+from models.training.recipe import Recipe
 
 
 @pytest.fixture(scope="module")
 def datasets(mirror: Path) -> dict[str, Dataset]:
     return {name: get_task(name).load(mirror, get_task(name).config("tiny")) for name in task_names()}
+
+
+def recipe_of(name: str, **overrides) -> Recipe:
+    task = get_task(name)
+    return task.recipe(task.config("tiny", **overrides))
 
 
 def batch_of(data: Dataset, n: int = 8) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
@@ -43,7 +49,8 @@ def test_spec_is_json_and_matches_the_inputs(name: str, datasets: dict[str, Data
 @pytest.mark.parametrize("name", task_names())
 def test_forward_shape_matches_the_output_spec(name: str, datasets: dict[str, Dataset]) -> None:
     task, data = get_task(name), datasets[name]
-    net = task.build(data.spec, task.config("tiny")).eval()
+    recipe = recipe_of(name)
+    net = recipe.build(data.spec).eval()
     x, _ = batch_of(data, 5)
     out = net(*x)
     (spec,) = task.outputs(data.spec)
@@ -54,26 +61,28 @@ def test_forward_shape_matches_the_output_spec(name: str, datasets: dict[str, Da
 
 @pytest.mark.parametrize("name", task_names())
 def test_every_parameter_gets_a_gradient(name: str, datasets: dict[str, Dataset]) -> None:
-    task, data = get_task(name), datasets[name]
+    data = datasets[name]
     torch.manual_seed(0)
-    net = task.build(data.spec, task.config("tiny")).train()
+    recipe = recipe_of(name)
+    net = recipe.build(data.spec).train()
     x, y = batch_of(data, 16)
-    task.loss(net(*x), y).backward()
+    recipe.loss(net(*x), y).backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert not missing, f"no gradient reaches {missing}"
 
 
 @pytest.mark.parametrize("name", task_names())
 def test_overfitting_one_batch_lowers_the_loss(name: str, datasets: dict[str, Dataset]) -> None:
-    task, data = get_task(name), datasets[name]
+    data = datasets[name]
     torch.manual_seed(0)
-    net = task.build(data.spec, task.config("tiny")).train()
+    recipe = recipe_of(name)
+    net = recipe.build(data.spec).train()
     x, y = batch_of(data, 8)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
     first = None
     for _ in range(40):
         opt.zero_grad()
-        loss = task.loss(net(*x), y)
+        loss = recipe.loss(net(*x), y)
         first = first if first is not None else loss.item()
         loss.backward()
         opt.step()
@@ -84,8 +93,8 @@ def test_overfitting_one_batch_lowers_the_loss(name: str, datasets: dict[str, Da
 def test_seeded_runs_are_identical(name: str, datasets: dict[str, Dataset]) -> None:
     task, data = get_task(name), datasets[name]
     cfg = task.config("tiny", epochs=1)
-    a = fit(task, data, cfg, progress=False)
-    b = fit(task, data, cfg, progress=False)
+    a = task.recipe(cfg).train(data, progress=False)
+    b = task.recipe(cfg).train(data, progress=False)
     assert np.array_equal(a.valid_output, b.valid_output)
     assert a.history == b.history
     assert a.history and f"val_{task.metric_name}" in a.history[-1]
@@ -95,10 +104,12 @@ def test_seeded_runs_are_identical(name: str, datasets: dict[str, Dataset]) -> N
 def test_onnx_matches_torch_at_other_batch_sizes(name: str, datasets: dict[str, Dataset], tmp_path: Path) -> None:
     task, data = get_task(name), datasets[name]
     torch.manual_seed(0)
-    net = task.build(data.spec, task.config("tiny")).eval()
-    path = export_onnx(task, net, data.spec, data.train_x, tmp_path / "m.onnx")
+    recipe = recipe_of(name)
+    net = recipe.build(data.spec).eval()
+    module = recipe.export_module(net)
+    path = export_onnx(task, module, data.spec, data.train_x, tmp_path / "m.onnx")
     names = [t.name for t in task.inputs(data.spec)]
-    result = check_parity(net, path, names, tuple(a[:13] for a in data.valid_x))
+    result = check_parity(module, path, names, tuple(a[:13] for a in data.valid_x))
     assert result.max_abs_diff < 1e-4 and result.checked == 13
 
 
@@ -108,11 +119,13 @@ def test_the_export_steps_parity_check_passes_on_the_tasks_own_inputs(
 ) -> None:
     task, data = get_task(name), datasets[name]
     torch.manual_seed(0)
-    net = task.build(data.spec, task.config("tiny")).eval()
-    path = export_onnx(task, net, data.spec, data.train_x, tmp_path / "m.onnx")
+    recipe = recipe_of(name)
+    net = recipe.build(data.spec).eval()
+    module = recipe.export_module(net)
+    path = export_onnx(task, module, data.spec, data.train_x, tmp_path / "m.onnx")
     groups = task.parity_inputs(data)
     assert len(groups) >= 2 and {len(g[0]) for g in groups} >= {1}
-    result = check_task_parity(task, net, path, data.spec, data)
+    result = check_task_parity(task, module, path, data.spec, data)
     assert result.max_abs_diff <= task.promotion.max_abs_diff
 
 
@@ -122,7 +135,7 @@ def test_metric_and_baseline_are_on_the_same_split(name: str, datasets: dict[str
     base = task.baseline(data)
     assert np.isfinite(base)
     # A network that always outputs the same thing scores like a trivial baseline, not better.
-    net = task.build(data.spec, task.config("tiny"))
+    net = recipe_of(name).build(data.spec)
     out = predict(net, data.valid_x)
     assert out.shape[0] == len(data.valid_y)
     assert np.isfinite(task.metric(out, data.valid_y))
@@ -136,12 +149,12 @@ def test_loader_yields_inputs_then_target(datasets: dict[str, Dataset]) -> None:
 
 
 def test_a_loss_that_stops_being_finite_fails_fast(datasets: dict[str, Dataset], monkeypatch: pytest.MonkeyPatch) -> None:
-    from models.training import TrainingDiverged
+    from models.training.loop import TrainingDiverged
 
-    task = get_task("recommend")
-    monkeypatch.setattr(type(task), "loss", lambda self, out, y: (out * float("nan")).mean())
+    recipe = recipe_of("recommend")
+    monkeypatch.setattr(type(recipe), "loss", lambda self, out, y: (out * float("nan")).mean())
     with pytest.raises(TrainingDiverged, match="learning rate"):
-        fit(task, datasets["recommend"], task.config("tiny"), progress=False)
+        fit(recipe, datasets["recommend"], recipe.config, progress=False)
 
 
 @pytest.mark.parametrize("name", [n for n in task_names() if get_task(n).quantize_ops])
@@ -154,8 +167,9 @@ def test_dynamic_int8_quantization_reports_both_metrics_and_follows_the_allowed_
 
     task, data = get_task(name), datasets[name]
     torch.manual_seed(0)
-    net = task.build(data.spec, task.config("tiny")).eval()
-    path = export_onnx(task, net, data.spec, data.train_x, tmp_path / "m.onnx")
+    recipe = recipe_of(name)
+    net = recipe.build(data.spec).eval()
+    path = export_onnx(task, recipe.export_module(net), data.spec, data.train_x, tmp_path / "m.onnx")
     q = quantize_task(task, path, data)
     ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
     assert ops & {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul"}  # INT8 kernels, not float ones

@@ -30,7 +30,7 @@ def test_backbone_weights_are_loaded(tmp_path: Path, source: dict[str, torch.Ten
         save_file({k: v.contiguous() for k, v in source.items()}, str(path))
     else:
         torch.save(source, path)
-    net = get_task("classify").build(SPEC, ClassifyConfig(weights=str(path)))
+    net = get_task("classify").recipe(ClassifyConfig(weights=str(path))).build(SPEC)
     state = net.state_dict()
     assert torch.equal(state["conv1.weight"], source["conv1.weight"])
     assert torch.equal(state["layer4.1.bn2.running_mean"], source["layer4.1.bn2.running_mean"])

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
-from torch.nn import functional as F
 
 from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
+
+if TYPE_CHECKING:
+    from models.training.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -86,29 +87,6 @@ class IdMaps:
         return u, m
 
 
-class EmbeddingDotBias(nn.Module):
-    """The course's dot-product model with biases and a sigmoid range."""
-
-    def __init__(self, n_users: int, n_movies: int, n_factors: int, y_range: tuple[float, float]) -> None:
-        super().__init__()
-        self.u_weight = nn.Embedding(n_users, n_factors, padding_idx=0)
-        self.i_weight = nn.Embedding(n_movies, n_factors, padding_idx=0)
-        self.u_bias = nn.Embedding(n_users, 1, padding_idx=0)
-        self.i_bias = nn.Embedding(n_movies, 1, padding_idx=0)
-        for emb in (self.u_weight, self.i_weight):
-            nn.init.trunc_normal_(emb.weight, std=0.01)
-            with torch.no_grad():
-                emb.weight[0].zero_()
-        for emb in (self.u_bias, self.i_bias):
-            nn.init.zeros_(emb.weight)
-        self.y_low, self.y_high = y_range
-
-    def forward(self, user: torch.Tensor, movie: torch.Tensor) -> torch.Tensor:
-        dot = (self.u_weight(user) * self.i_weight(movie)).sum(dim=1)
-        res = dot + self.u_bias(user).squeeze(1) + self.i_bias(movie).squeeze(1)
-        return torch.sigmoid(res) * (self.y_high - self.y_low) + self.y_low
-
-
 class Recommend(Task):
     name = "recommend"
     datasets = ("movie_lens_sample",)
@@ -166,13 +144,10 @@ class Recommend(Task):
         extras = {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True)}
         return Dataset(tx, train["rating"].to_numpy(), vx, valid["rating"].to_numpy(), spec, extras)
 
-    def build(self, spec: Spec, config: TrainConfig) -> nn.Module:
-        assert isinstance(config, RecommendConfig)
-        lo, hi = spec["y_range"]
-        return EmbeddingDotBias(len(spec["users"]) + 1, len(spec["movies"]) + 1, config.n_factors, (lo, hi))
+    def recipe(self, config: TrainConfig) -> "Recipe":
+        from models.tasks.recommend.recipe import RecommendRecipe
 
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(output, target.float())
+        return RecommendRecipe(self, config)
 
     def metric(self, output: np.ndarray, target: np.ndarray) -> float:
         return float(np.mean((output.astype(np.float64) - target) ** 2))
@@ -194,13 +169,6 @@ class Recommend(Task):
 
     def outputs(self, spec: Spec) -> list[TensorSpec]:
         return [TensorSpec("rating", "float32", ("batch",))]
-
-    @torch.no_grad()
-    def finalize(self, net: nn.Module, data: Dataset) -> None:
-        """Give unknown ids (index 0) the average user's and movie's vector and bias."""
-        assert isinstance(net, EmbeddingDotBias)
-        for emb in (net.u_weight, net.i_weight, net.u_bias, net.i_bias):
-            emb.weight[0] = emb.weight[1:].mean(dim=0)
 
     def figures(self, data: Dataset, output: np.ndarray) -> dict[str, object]:
         from models.plots import predicted_vs_actual

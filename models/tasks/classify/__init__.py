@@ -10,20 +10,21 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torchvision
 from PIL import Image
-from torch import nn
-from torch.nn import functional as F
 
+from models.images import IMAGE_SUFFIXES, ImageSpec, broken_report, channel_stats, image_sizes
+from models.maths import softmax
 from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
-from models.weights import load_weights
+
+if TYPE_CHECKING:
+    from models.training.recipe import Recipe
 
 PETS_NAME = re.compile(r"^(.+)_\d+\.jpg$")
 MIN_PER_CLASS = 5
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+Items = list[tuple[Path, str]]
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,10 @@ class ClassifyConfig(TrainConfig):
     """Validation share for folders without a ``valid/`` split (Pets)."""
 
 
-def folder_items(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+def folder_items(root: Path) -> tuple[Items, Items]:
     """``train/<class>/*`` and ``valid/<class>/*`` image folders (mnist_tiny, ImageNet style)."""
 
-    def items(split: Path) -> list[tuple[Path, str]]:
+    def items(split: Path) -> Items:
         return sorted(
             (p, d.name)
             for d in split.iterdir()
@@ -52,7 +53,7 @@ def folder_items(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, s
     return items(root / "train"), items(root / "valid")
 
 
-def pets_items(images: Path, valid_pct: float, seed: int) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+def pets_items(images: Path, valid_pct: float, seed: int) -> tuple[Items, Items]:
     """Oxford-IIIT Pets: the label is the file name up to ``_<n>.jpg``; seeded random split."""
     items = sorted((p, m.group(1)) for p in images.iterdir() if (m := PETS_NAME.match(p.name)))
     if not items:
@@ -62,22 +63,11 @@ def pets_items(images: Path, valid_pct: float, seed: int) -> tuple[list[tuple[Pa
     return sorted(items[n_valid:]), sorted(items[:n_valid])
 
 
-def preprocess(img: Image.Image, spec: Spec) -> np.ndarray:
-    """PIL image -> normalised float32 CHW array. Training and serving both call this."""
-    size = spec["image_size"]
-    img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    mean = np.asarray(spec["mean"], dtype=np.float32)
-    std = np.asarray(spec["std"], dtype=np.float32)
-    return ((arr - mean) / std).transpose(2, 0, 1).copy()
-
-
-def top_k(logits: np.ndarray, spec: Spec, k: int) -> list[dict[str, float | str]]:
-    """Logits of one image -> the ``k`` most probable classes with probabilities."""
-    z = logits - logits.max()
-    probs = np.exp(z) / np.exp(z).sum()
-    order = np.argsort(-probs)[: max(1, min(k, len(probs)))]
-    return [{"label": spec["classes"][i], "probability": float(probs[i])} for i in order]
+def split_items(root: Path, config: ClassifyConfig) -> tuple[Items, Items]:
+    if (root / "train").is_dir() and (root / "valid").is_dir():
+        return folder_items(root)
+    images = root / "images" if (root / "images").is_dir() else root
+    return pets_items(images, config.valid_pct, config.seed)
 
 
 class Classify(Task):
@@ -99,7 +89,7 @@ class Classify(Task):
         if not root.is_dir():
             return [f"{root} does not exist"]
         try:
-            train, valid = _split_items(root, config)
+            train, valid = split_items(root, config)
         except (FileNotFoundError, OSError) as exc:
             return [str(exc)]
         problems = []
@@ -115,21 +105,12 @@ class Classify(Task):
         unknown = sorted({lab for _, lab in valid} - classes)
         if unknown:
             problems.append(f"validation classes never seen in training: {unknown}")
-        broken = []
-        for path, _ in train + valid:
-            try:
-                with Image.open(path) as img:
-                    img.verify()
-            except Exception:  # any decoder error means the file is unusable
-                broken.append(path.name)
-        if broken:
-            problems.append(f"{len(broken)} image(s) do not decode, e.g. {broken[:5]}")
-        return problems
+        return problems + broken_report(image_sizes(p for p, _ in train + valid)[1])
 
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         assert isinstance(config, ClassifyConfig)
         root = data_dir / config.dataset
-        train, valid = _split_items(root, config)
+        train, valid = split_items(root, config)
         if config.limit:
             rng = random.Random(config.seed)
             train = rng.sample(train, min(config.limit, len(train)))
@@ -137,30 +118,26 @@ class Classify(Task):
         classes = sorted({label for _, label in train})
         if len(classes) < 2:
             raise ValueError(f"{root}: need at least two classes, found {classes}")
+        size: Spec = {"image_size": config.image_size, "mean": [0.0] * 3, "std": [1.0] * 3}
+        sizing = ImageSpec.from_spec(size)
         spec: Spec = {"image_size": config.image_size, "classes": classes}
-        spec.update(_channel_stats([p for p, _ in train], config.image_size))
+        spec.update(channel_stats(sizing.pixels(Image.open(p)) for p, _ in train))
+        image = ImageSpec.from_spec(spec)
         index = {c: i for i, c in enumerate(classes)}
         valid = [(p, lab) for p, lab in valid if lab in index]
 
-        def arrays(items: list[tuple[Path, str]]) -> tuple[np.ndarray, np.ndarray]:
-            x = np.stack([preprocess(Image.open(p), spec) for p, _ in items])
+        def arrays(items: Items) -> tuple[np.ndarray, np.ndarray]:
+            x = np.stack([image.preprocess(Image.open(p)) for p, _ in items])
             return x, np.asarray([index[lab] for _, lab in items], dtype=np.int64)
 
         tx, ty = arrays(train)
         vx, vy = arrays(valid)
         return Dataset((tx,), ty, (vx,), vy, spec)
 
-    def build(self, spec: Spec, config: TrainConfig) -> nn.Module:
-        assert isinstance(config, ClassifyConfig)
-        builder = getattr(torchvision.models, config.arch)
-        net = builder(weights=None, num_classes=len(spec["classes"]))
-        if config.weights:
-            state = {k: v for k, v in load_weights(Path(config.weights)).items() if not k.startswith("fc.")}
-            net.load_state_dict(state, strict=False)
-        return net
+    def recipe(self, config: TrainConfig) -> "Recipe":
+        from models.tasks.classify.recipe import ClassifyRecipe
 
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output, target)
+        return ClassifyRecipe(self, config)
 
     def metric(self, output: np.ndarray, target: np.ndarray) -> float:
         return float((output.argmax(axis=1) == target).mean())
@@ -177,52 +154,21 @@ class Classify(Task):
     def outputs(self, spec: Spec) -> list[TensorSpec]:
         return [TensorSpec("logits", "float32", ("batch", len(spec["classes"])))]
 
-    def figures(self, data: Dataset, output: np.ndarray) -> dict[str, object]:
+    def figures(self, data: Dataset, output: np.ndarray) -> dict[str, Any]:
         from models.plots import confusion_matrix, image_grid
 
         classes = data.spec["classes"]
+        image = ImageSpec.from_spec(data.spec)
         pred = output.argmax(axis=1)
-        probs = _softmax(output)
+        probs = softmax(output)
         wrong = np.flatnonzero(pred != data.valid_y)
         wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:9]
-        images = [_denormalise(data.valid_x[0][i], data.spec) for i in wrong]
+        images = [image.denormalise(data.valid_x[0][i]) for i in wrong]
         titles = [f"pred {classes[pred[i]]} ({probs[i, pred[i]]:.2f})\ntrue {classes[data.valid_y[i]]}" for i in wrong]
         return {
             "confusion_matrix.png": confusion_matrix(data.valid_y, pred, classes),
             "top_errors.png": image_grid(images, titles, "Most confident errors"),
         }
-
-
-def _split_items(root: Path, config: ClassifyConfig) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    if (root / "train").is_dir() and (root / "valid").is_dir():
-        return folder_items(root)
-    images = root / "images" if (root / "images").is_dir() else root
-    return pets_items(images, config.valid_pct, config.seed)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-def _denormalise(x: np.ndarray, spec: Spec) -> np.ndarray:
-    img = x.transpose(1, 2, 0) * np.asarray(spec["std"]) + np.asarray(spec["mean"])
-    return np.clip(img, 0, 1)
-
-
-def _channel_stats(paths: list[Path], size: int) -> dict[str, list[float]]:
-    """Per-channel mean and std of the training images at the model's input size."""
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    count = 0
-    for p in paths:
-        arr = np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
-        total += arr.sum(axis=(0, 1))
-        total_sq += (arr**2).sum(axis=(0, 1))
-        count += arr.shape[0] * arr.shape[1]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
-    return {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in np.maximum(std, 1e-3)]}
 
 
 TASK = Classify()

@@ -1,4 +1,4 @@
-"""Training any task with Lightning: the course's one-cycle AdamW recipe."""
+"""The training loop: one Lightning fit of a recipe's network, the course's one-cycle AdamW recipe."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -13,12 +14,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from models.task import Dataset, Task, TrainConfig
+from models.errors import GuardFailed
+from models.task import Dataset, TrainConfig
+
+if TYPE_CHECKING:
+    from models.training.recipe import Recipe
 
 EpochListener = Callable[[dict[str, float]], None]
 
 
-class TrainingDiverged(ArithmeticError):
+class TrainingDiverged(GuardFailed, ArithmeticError):
     """The loss stopped being a finite number."""
 
 
@@ -31,12 +36,12 @@ class FitResult:
     metric: float
 
 
-class LitTask(L.LightningModule):
-    """Wraps a task's network, loss and metric for Lightning's Trainer."""
+class LitRecipe(L.LightningModule):
+    """Wraps a network with its recipe's loss, metric and optimiser groups for Lightning's Trainer."""
 
-    def __init__(self, task: Task, net: nn.Module, config: TrainConfig, total_steps: int) -> None:
+    def __init__(self, recipe: "Recipe", net: nn.Module, config: TrainConfig, total_steps: int) -> None:
         super().__init__()
-        self.task, self.net, self.config, self.total_steps = task, net, config, total_steps
+        self.recipe, self.net, self.config, self.total_steps = recipe, net, config, total_steps
         self._outputs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
 
@@ -45,7 +50,7 @@ class LitTask(L.LightningModule):
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         *x, y = batch
-        loss = self.task.loss(self.net(*x), y)
+        loss = self.recipe.loss(self.net(*x), y)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the training loss became {loss.item()} at step {self.global_step}; lower the learning rate")
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
@@ -54,7 +59,7 @@ class LitTask(L.LightningModule):
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         *x, y = batch
         out = self.net(*x)
-        self.log("val_loss", self.task.loss(out, y), on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("val_loss", self.recipe.loss(out, y), on_epoch=True, prog_bar=True, batch_size=len(y))
         self._outputs.append(out.detach().float().cpu())
         self._targets.append(y.detach().cpu())
 
@@ -62,12 +67,12 @@ class LitTask(L.LightningModule):
         if self._outputs:
             out = torch.cat(self._outputs).numpy()
             target = torch.cat(self._targets).numpy()
-            self.log(f"val_{self.task.metric_name}", self.task.metric(out, target), prog_bar=True)
+            self.log(f"val_{self.recipe.metric_name}", self.recipe.metric(out, target), prog_bar=True)
         self._outputs.clear()
         self._targets.clear()
 
     def configure_optimizers(self):  # type: ignore[override]
-        groups = self.task.param_groups(self.net, self.config)
+        groups = self.recipe.param_groups(self.net, self.config)
         opt = torch.optim.AdamW(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
         max_lr = [g["lr"] for g in groups]
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(self.total_steps, 1))
@@ -106,7 +111,7 @@ def predict(net: nn.Module, x: tuple[np.ndarray, ...], batch_size: int = 256) ->
 
 
 def fit(
-    task: Task,
+    recipe: "Recipe",
     data: Dataset,
     config: TrainConfig,
     *,
@@ -115,18 +120,18 @@ def fit(
     progress: bool = True,
     net: nn.Module | None = None,
 ) -> FitResult:
-    """Train ``task`` on ``data`` with ``config``; deterministic for a given seed on CPU.
+    """Train with ``recipe`` on ``data`` with ``config``; deterministic for a given seed on CPU.
 
     ``net`` continues training a given network (a later stage of a multi-stage
-    recipe) instead of building a fresh one.
+    recipe); without it the recipe builds a fresh one once the seed is set.
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
-    net = net if net is not None else task.build(data.spec, config)
+    net = net if net is not None else recipe.build(data.spec)
     train = loader(data.train_x, data.train_y, config.batch_size, True, config.seed)
     valid = loader(data.valid_x, data.valid_y, max(config.batch_size, 256), False, config.seed)
-    lit = LitTask(task, net, config, total_steps=len(train) * config.epochs)
+    lit = LitRecipe(recipe, net, config, total_steps=len(train) * config.epochs)
     history = _History(listeners)
-    callbacks: list[L.Callback] = [history]
+    callbacks: list[L.Callback] = [history, *recipe.callbacks()]
     if progress:
         callbacks.append(L.pytorch.callbacks.RichProgressBar())
     if checkpoint_dir is not None:
@@ -153,6 +158,6 @@ def fit(
         trainer.fit(lit, train, valid)
     finally:
         chatter.setLevel(level)
-    task.finalize(net, data)
+    recipe.finalize(net, data)
     output = predict(net, data.valid_x)
-    return FitResult(net.eval(), history.rows, output, task.metric(output, data.valid_y))
+    return FitResult(net.eval(), history.rows, output, recipe.metric(output, data.valid_y))

@@ -12,20 +12,20 @@ course's ``acc_camvid`` does.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
-from torch.nn import functional as F
 
-from models.images import split_images
+from models.images import ImageSpec, broken_report, channel_stats, image_sizes, split_images
+from models.maths import softmax
 from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
-from models.unet import ARCHS, DynamicUnet
+from models.tasks.segment.masks import colourise
+
+if TYPE_CHECKING:
+    from models.training.recipe import Recipe
 
 IGNORE = 255
 """Target value of pixels the loss and metrics skip (``Void``, unknown codes)."""
@@ -69,23 +69,6 @@ def split_items(root: Path, valid_pct: float, seed: int) -> tuple[list[Path], li
 # ------------------------------------------------------------- preprocessing
 
 
-def resize_rgb(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """RGB ``uint8`` HWC array at ``size`` = (height, width), bilinear."""
-    h, w = size
-    img = img.convert("RGB")
-    if img.size != (w, h):
-        img = img.resize((w, h), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def preprocess(img: Image.Image, spec: Spec) -> np.ndarray:
-    """PIL image -> normalised float32 CHW array at the spec's size. Training and serving both call this."""
-    arr = resize_rgb(img, tuple(spec["image_size"])).astype(np.float32) / 255.0
-    mean = np.asarray(spec["mean"], dtype=np.float32)
-    std = np.asarray(spec["std"], dtype=np.float32)
-    return ((arr - mean) / std).transpose(2, 0, 1).copy()
-
-
 def preprocess_mask(mask: Image.Image, spec: Spec) -> np.ndarray:
     """Label PNG -> ``uint8`` HW class indices at the spec's size (nearest); Void and unknown -> ``IGNORE``."""
     h, w = spec["image_size"]
@@ -98,57 +81,6 @@ def preprocess_mask(mask: Image.Image, spec: Spec) -> np.ndarray:
     if spec.get("void") is not None:
         arr[arr == spec["void"]] = IGNORE
     return arr
-
-
-def predict_mask(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Logits ``(C, h, w)`` of one image -> ``uint8`` class indices at ``size`` = (width, height), nearest."""
-    pred = logits.argmax(axis=0).astype(np.uint8)
-    img = Image.fromarray(pred, mode="L")
-    if img.size != tuple(size):
-        img = img.resize(tuple(size), Image.Resampling.NEAREST)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def class_shares(mask: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
-    """Share of the pixels per class present in ``mask``, largest first."""
-    counts = np.bincount(mask.ravel(), minlength=len(classes))[: len(classes)]
-    total = max(int(mask.size), 1)
-    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
-    return [{"label": classes[i], "index": i, "share": round(float(counts[i]) / total, 6)} for i in order]
-
-
-def palette(n: int) -> np.ndarray:
-    """A fixed ``(n, 3)`` uint8 colour per class (``Void`` and unknown get black where used)."""
-    rng = np.random.default_rng(12345)
-    base = np.array(
-        [[128, 64, 128], [70, 130, 180], [70, 70, 70], [107, 142, 35], [220, 20, 60], [0, 0, 142], [244, 35, 232],
-         [250, 170, 30], [220, 220, 0], [152, 251, 152], [190, 153, 153], [102, 102, 156], [0, 60, 100], [119, 11, 32]],
-        dtype=np.uint8,
-    )
-    extra = rng.integers(40, 256, size=(max(n - len(base), 0), 3), dtype=np.uint8)
-    return np.concatenate([base, extra])[:n]
-
-
-def colourise(mask: np.ndarray, n_classes: int) -> np.ndarray:
-    """Class indices -> RGB uint8 (indices outside the classes are black)."""
-    colours = np.concatenate([palette(n_classes), np.zeros((256 - n_classes, 3), dtype=np.uint8)])
-    return colours[mask]
-
-
-def overlay(photo: np.ndarray, mask: np.ndarray, n_classes: int) -> np.ndarray:
-    """The colourised mask blended half and half over an RGB uint8 photo of the same size (integer maths: big images)."""
-    blended = photo.astype(np.uint16)
-    blended += colourise(mask, n_classes)
-    blended += 1
-    blended //= 2
-    return blended.astype(np.uint8)
-
-
-def png_bytes(arr: np.ndarray) -> bytes:
-    """An HW (8-bit grey) or HWC (RGB) uint8 array as PNG bytes."""
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
 
 
 # -------------------------------------------------------------------- metrics
@@ -226,24 +158,15 @@ class Segment(Task):
             problems.append(f"{len(train)} training image(s); at least 2 are needed")
         if not valid:
             problems.append("the validation split is empty")
-        missing, broken, mismatched = [], [], []
-        for image in train + valid:
-            label = label_path(root, image)
-            if not label.is_file():
-                missing.append(label.name)
-                continue
-            try:
-                with Image.open(image) as a, Image.open(label) as b:
-                    if a.size != b.size:
-                        mismatched.append(f"{image.name} {a.size} vs {b.size}")
-                    a.verify()
-                    b.verify()
-            except Exception:  # any decoder error means the pair is unusable
-                broken.append(image.name)
+        labels = {image: label_path(root, image) for image in train + valid}
+        missing = [label.name for label in labels.values() if not label.is_file()]
+        sizes, broken = image_sizes([*labels, *(label for label in labels.values() if label.is_file())])
+        mismatched = [
+            f"{image.name} {sizes[image]} vs {sizes[label]}" for image, label in labels.items() if image in sizes and label in sizes and sizes[image] != sizes[label]
+        ]
         if missing:
             problems.append(f"{len(missing)} image(s) have no mask labels/<stem>_P.png, e.g. {missing[:5]}")
-        if broken:
-            problems.append(f"{len(broken)} image/mask pair(s) do not decode, e.g. {broken[:5]}")
+        problems += broken_report(broken, "image or mask file(s)")
         if mismatched:
             problems.append(f"{len(mismatched)} mask(s) differ in size from their image, e.g. {mismatched[:3]}")
         return problems
@@ -261,11 +184,13 @@ class Segment(Task):
             "classes": codes,
             "void": codes.index(config.void) if config.void in codes else None,
         }
-        photos = {p: resize_rgb(Image.open(p), size) for p in train + valid}
-        spec.update(_channel_stats([photos[p] for p in train]))
+        sizing = ImageSpec(size[0], size[1], (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        photos = {p: sizing.pixels(Image.open(p)) for p in train + valid}
+        spec.update(channel_stats(photos[p] for p in train))
+        image = ImageSpec.from_spec(spec)
 
         def arrays(items: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-            x = np.stack([preprocess(Image.fromarray(photos[p]), spec) for p in items])
+            x = np.stack([image.normalise(photos[p]) for p in items])
             y = np.stack([preprocess_mask(Image.open(label_path(root, p)), spec) for p in items])
             return x, y
 
@@ -277,30 +202,14 @@ class Segment(Task):
         extras = {"valid_photos": np.stack([photos[p] for p in valid]), "valid_names": [p.name for p in valid]}
         return Dataset((tx,), ty, (vx,), vy, spec, extras)
 
-    # --------------------------------------------------------------- network
+    # -------------------------------------------------------------- training
 
-    def build(self, spec: Spec, config: TrainConfig) -> nn.Module:
-        assert isinstance(config, SegmentConfig)
-        if config.arch not in ARCHS:
-            raise ValueError(f"unknown arch {config.arch!r}; known: {ARCHS}")
-        return DynamicUnet(len(spec["classes"]), config.arch, weights=config.weights, width=config.width)
+    def recipe(self, config: TrainConfig) -> "Recipe":
+        from models.tasks.segment.recipe import SegmentRecipe
 
-    def param_groups(self, net: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-        assert isinstance(config, SegmentConfig)
-        if config.encoder_lr_mult == 1.0 or not isinstance(net, DynamicUnet):
-            return super().param_groups(net, config)
-        encoder = {id(p) for p in net.encoder_parameters()}
-        return [
-            {"params": [p for p in net.parameters() if id(p) in encoder], "lr": config.lr * config.encoder_lr_mult},
-            {"params": [p for p in net.parameters() if id(p) not in encoder], "lr": config.lr},
-        ]
+        return SegmentRecipe(self, config)
 
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Pixel cross-entropy over the pixels that are not ``IGNORE`` (Void)."""
-        target = target.long()
-        counted = (target != IGNORE).sum()
-        total = F.cross_entropy(output, target, ignore_index=IGNORE, reduction="sum")
-        return total / counted.clamp(min=1)
+    # ------------------------------------------------------------ evaluation
 
     def metric(self, output: np.ndarray, target: np.ndarray) -> float:
         return pixel_accuracy(_argmax(output), target)
@@ -342,16 +251,15 @@ class Segment(Task):
 
     def parity_view(self, output: np.ndarray) -> np.ndarray:
         """Class probabilities: what the argmax the service returns is taken from."""
-        z = np.exp(output - output.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return softmax(output, axis=1)
 
     def parity_inputs(self, data: Dataset) -> list[tuple[np.ndarray, ...]]:
         """Batch 1 and 4 at the training size, and batches 1 and 3 at two other (odd) sizes."""
         (x,) = data.valid_x
         h, w = x.shape[-2:]
         crop = x[:3, :, : max(h - 13, 8), : max(w - 27, 8)]
-        big = torch.nn.functional.interpolate(torch.from_numpy(x[:2]), size=(h + h // 3 + 1, w + w // 4 + 3), mode="bilinear")
-        return [(x[:1],), (x[:4],), (np.ascontiguousarray(crop[:1]),), (np.ascontiguousarray(crop),), (big.numpy(),)]
+        big = np.pad(x[:2], ((0, 0), (0, 0), (0, h // 3 + 1), (0, w // 4 + 3)), mode="reflect")
+        return [(x[:1],), (x[:4],), (np.ascontiguousarray(crop[:1]),), (np.ascontiguousarray(crop),), (big,)]
 
     # --------------------------------------------------------------- figures
 
@@ -388,14 +296,6 @@ def _position_prior(train_y: np.ndarray, n: int) -> np.ndarray:
         keep = y != IGNORE
         np.add.at(counts, (y[keep].astype(np.int64), rows[keep], cols[keep]), 1)
     return counts.argmax(axis=0).astype(np.uint8)
-
-
-def _channel_stats(photos: list[np.ndarray]) -> dict[str, list[float]]:
-    """Per-channel mean and std of the training photos (uint8 HWC) at the model's input size."""
-    stack = np.stack(photos).astype(np.float64) / 255.0
-    mean = stack.mean(axis=(0, 1, 2))
-    std = np.maximum(stack.std(axis=(0, 1, 2)), 1e-3)
-    return {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std]}
 
 
 TASK = Segment()

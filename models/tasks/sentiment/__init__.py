@@ -4,12 +4,12 @@ Sample data: ``imdb_sample/texts.csv`` (``label``, ``text``, ``is_valid``: its o
 Real data: the full IMDb folders (``train/{pos,neg}``, ``test/{pos,neg}`` = the
 validation split, ``unsup/`` = texts for the language model only).
 
-Training has two stages (:meth:`Sentiment.train`):
+Training has two stages (:class:`models.tasks.sentiment.recipe.SentimentRecipe`):
 
 1. an AWD-LSTM language model (tied decoder) on every text of the task, the
    validation reviews included (no labels are read), 10% of the texts held out
    for its perplexity; optionally started from pretrained weights
-   (``pretrained_lm``: a safetensors file, see :func:`load_pretrained_lm`);
+   (``pretrained_lm``: a safetensors file, see :func:`~models.tasks.sentiment.recipe.load_pretrained_lm`);
 2. a classifier on that encoder, concat pooling over the real steps of
    right-padded inputs, fine-tuned with discriminative learning rates (each
    layer group below the head at ``lr / lr_decay**depth``), optionally with
@@ -22,30 +22,21 @@ tokens: reviews tend to end with their verdict.
 from __future__ import annotations
 
 import csv
-import json
-import logging
-import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
 
-from models.awd_lstm import AWDLSTMEncoder, ConcatPoolClassifier, LanguageModel
+from models.maths import softmax
 from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
-from models.text import PAD_ID, Numericalizer, clip_tokens, encode, make_vocab, pad_right, softmax, tokenize
+from models.text import PAD_ID, Numericalizer, clip_tokens, encode, make_vocab, pad_right, tokenize
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from models.training.recipe import Recipe
+
 LABELS_FULL_IMDB = {"neg": "negative", "pos": "positive"}
 MIN_PER_CLASS = 5
-# fast.ai's AWD-LSTM dropouts (awd_lstm_lm_config, awd_lstm_clas_config), scaled by ``drop_mult``.
-LM_DROPS = {"output_p": 0.1, "hidden_p": 0.15, "input_p": 0.25, "embed_p": 0.02, "weight_p": 0.2}
-CLAS_DROPS = {"output_p": 0.4, "hidden_p": 0.3, "input_p": 0.4, "embed_p": 0.05, "weight_p": 0.5}
 
 
 @dataclass(frozen=True)
@@ -132,60 +123,6 @@ def lm_stream(token_lists: list[list[int]], bptt: int) -> tuple[np.ndarray, np.n
     return x, y
 
 
-def load_pretrained_lm(lm: LanguageModel, path: Path, vocab: list[str]) -> None:
-    """Load a safetensors LM (``encoder.*``, ``bias``; metadata ``vocab``: a JSON list) into ``lm``.
-
-    Rows are matched by word: a word of ``vocab`` that the file does not know
-    gets the mean embedding (fast.ai's ``match_embeds``). Layer sizes must match.
-    """
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        old_vocab = json.loads((f.metadata() or {}).get("vocab", "null") or "null")
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    if not isinstance(old_vocab, list):
-        raise ValueError(f"{path}: no 'vocab' (a JSON list of words) in the safetensors metadata")
-    old_emb = state["encoder.embedding.weight"]
-    old_bias = state.get("bias", torch.zeros(len(old_vocab)))
-    index = {w: i for i, w in enumerate(old_vocab)}
-    emb = old_emb.mean(dim=0).repeat(len(vocab), 1)
-    bias = torch.full((len(vocab),), float(old_bias.mean()))
-    for i, word in enumerate(vocab):
-        if word in index:
-            emb[i], bias[i] = old_emb[index[word]], old_bias[index[word]]
-    state["encoder.embedding.weight"], state["bias"] = emb, bias
-    lm.load_state_dict(state)
-
-
-class _LanguageModelStage:
-    """What :func:`models.training.fit` needs from a task, for the language-model stage.
-
-    The network returns the loss per token, so the "output" kept for validation
-    is small and its metric is the perplexity.
-    """
-
-    name = "sentiment-lm"
-    metric_name = "perplexity"
-    higher_is_better = False
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return output.mean()
-
-    def metric(self, output: np.ndarray, target: np.ndarray) -> float:
-        return float(math.exp(min(float(np.mean(output, dtype=np.float64)), 50.0)))
-
-    def param_groups(self, net: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-        return [{"params": [p for p in net.parameters() if p.requires_grad], "lr": config.lr}]
-
-    def finalize(self, net: nn.Module, data: Dataset) -> None:
-        pass
-
-
-def _prefixed(listeners: Any, prefix: str) -> list[Any]:
-    """Listeners that get each row's keys (other than ``epoch``) with ``prefix``."""
-    return [lambda row, f=f: f({k if k == "epoch" else f"{prefix}{k}": v for k, v in row.items()}) for f in listeners]
-
-
 class Sentiment(Task):
     name = "sentiment"
     datasets = ("imdb_sample",)
@@ -193,11 +130,8 @@ class Sentiment(Task):
     higher_is_better = True
     config_class = SentimentConfig
     promotion = PromotionPolicy(tolerance=0.01, latency_budget_ms=150.0)
-    # Issue 6: ONNX Runtime's float LSTM ran at 0.8x PyTorch eager at batch 1 (384 tokens, 2 CPUs);
-    # dynamic INT8 LSTM and MatMul kernels ran 2.3-2.7x faster than float at batch 1 and 1.4x at batch 32,
-    # with validation accuracy 0.765 -> 0.760 (one review of 200). More than one point worse: float is served.
-    # Opt-in (ZOO_QUANTIZE=1): activations are quantized per batch, so a text's probability moves by up to
-    # ~1e-3 with the texts it is batched with (seen in tests/integration/test_service_sentiment.py).
+    # Dynamic INT8 is opt-in (ZOO_QUANTIZE=1): it quantizes activations per batch, so a text's
+    # probability would depend on the texts batched with it (docs/tasks.md, sentiment).
     quantize_ops = ("LSTM", "MatMul", "Gemm")
     quantize_max_change = 0.01
     parity_atol = 2e-4
@@ -322,109 +256,15 @@ class Sentiment(Task):
         }
         return Dataset(tx, ty, vx, vy, spec, extras)
 
-    # ---------------------------------------------------------------- model
+    # -------------------------------------------------------------- training
 
-    def _encoder(self, spec: Spec, config: SentimentConfig, drops: dict[str, float], m: float) -> AWDLSTMEncoder:
-        return AWDLSTMEncoder(
-            len(spec["vocab"]),
-            config.emb_size,
-            config.n_hidden,
-            config.n_layers,
-            spec.get("pad_id", PAD_ID),
-            hidden_p=drops["hidden_p"] * m,
-            input_p=drops["input_p"] * m,
-            embed_p=drops["embed_p"] * m,
-            weight_p=drops["weight_p"] * m,
-        )
+    def recipe(self, config: TrainConfig) -> "Recipe":
+        from models.tasks.sentiment.recipe import SentimentRecipe
 
-    def build(self, spec: Spec, config: TrainConfig) -> nn.Module:
-        assert isinstance(config, SentimentConfig)
-        m = config.drop_mult
-        encoder = self._encoder(spec, config, CLAS_DROPS, m)
-        return ConcatPoolClassifier(encoder, config.emb_size, len(spec["labels"]), ps=(CLAS_DROPS["output_p"] * m, 0.1 * m))
-
-    def build_lm(self, spec: Spec, config: SentimentConfig) -> LanguageModel:
-        m = config.lm_drop_mult
-        lm = LanguageModel(self._encoder(spec, config, LM_DROPS, m), output_p=LM_DROPS["output_p"] * m)
-        if config.pretrained_lm:
-            load_pretrained_lm(lm, Path(config.pretrained_lm), spec["vocab"])
-        return lm
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output, target)
+        return SentimentRecipe(self, config)
 
     def metric(self, output: np.ndarray, target: np.ndarray) -> float:
         return float((output.argmax(axis=1) == target).mean())
-
-    def param_groups(self, net: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-        """Discriminative rates: the head at ``lr``, each group below it ``lr_decay`` times smaller."""
-        assert isinstance(net, ConcatPoolClassifier) and isinstance(net.encoder, AWDLSTMEncoder)
-        decay = getattr(config, "lr_decay", 1.0)
-        groups = [*net.encoder.layer_groups(), list(net.head.parameters())]
-        out = []
-        for depth, params in enumerate(reversed(groups)):
-            trainable = [p for p in params if p.requires_grad]
-            if trainable:
-                out.append({"params": trainable, "lr": config.lr / decay**depth})
-        return out
-
-    # ------------------------------------------------------------- training
-
-    def train(self, data: Dataset, config: TrainConfig, *, checkpoint_dir: Path | None = None, listeners=(), progress: bool = True):
-        """Stage 1: the language model (unless ``lm_stage`` is off); stage 2: the classifier on its encoder."""
-        assert isinstance(config, SentimentConfig)
-        with cpu_threads(config.threads):
-            return self._train(data, config, checkpoint_dir=checkpoint_dir, listeners=listeners, progress=progress)
-
-    def _train(self, data: Dataset, config: SentimentConfig, *, checkpoint_dir: Path | None, listeners: Any, progress: bool) -> Any:
-        from models.training import fit
-
-        net = self.build(data.spec, config)
-        if config.lm_stage:
-            lm = self.train_language_model(data, config, checkpoint_dir=checkpoint_dir, listeners=listeners, progress=progress)
-            net.encoder.load_state_dict(lm.encoder.state_dict())
-        if not config.gradual_unfreeze:
-            return fit(self, data, config, checkpoint_dir=_sub(checkpoint_dir, "classifier"), listeners=listeners, progress=progress, net=net)
-        # ULMFiT's gradual unfreezing: the head, then one more layer group per stage, then everything.
-        groups = [*net.encoder.layer_groups(), list(net.head.parameters())]
-        history: list[dict[str, float]] = []
-        result = None
-        for stage in range(1, len(groups) + 1):
-            for i, params in enumerate(groups):
-                for p in params:
-                    p.requires_grad_(i >= len(groups) - stage)
-            last = stage == len(groups)
-            cfg = replace(config, epochs=config.epochs if last else 1, lr=config.lr / (10 if last else 2 ** (stage - 1)))
-            offset = len(history)
-            staged = [lambda row, f=f, o=offset: f({**row, "epoch": row["epoch"] + o}) for f in listeners]
-            result = fit(self, data, cfg, checkpoint_dir=_sub(checkpoint_dir, f"classifier-{stage}"), listeners=staged, progress=progress, net=net)
-            history += [{**row, "epoch": row["epoch"] + offset} for row in result.history]
-        assert result is not None
-        for p in net.parameters():
-            p.requires_grad_(True)
-        result.history = history
-        return result
-
-    def train_language_model(self, data: Dataset, config: SentimentConfig, *, checkpoint_dir: Path | None = None, listeners=(), progress: bool = True) -> LanguageModel:
-        """The AWD-LSTM language model on every text of the task; logs ``lm_*`` per epoch and ``lm_perplexity``."""
-        from models.training import fit
-
-        texts = list(data.extras["lm_texts"])
-        order = np.random.default_rng(config.seed).permutation(len(texts))
-        n_valid = max(1, int(round(len(texts) * config.lm_valid_pct))) if len(texts) > 1 else 0
-        held = set(order[:n_valid].tolist())
-        tx, ty = lm_stream([t for i, t in enumerate(texts) if i not in held], config.bptt)
-        vx, vy = lm_stream([t for i, t in enumerate(texts) if i in held] or texts, config.bptt)
-        lm_data = Dataset((tx, ty), ty, (vx, vy), vy, data.spec)
-        lm_config = TrainConfig(epochs=config.lm_epochs, batch_size=config.lm_batch_size, lr=config.lm_lr, weight_decay=config.weight_decay, seed=config.seed)
-        lm = self.build_lm(data.spec, config)
-        result = fit(_LanguageModelStage(), lm_data, lm_config, checkpoint_dir=_sub(checkpoint_dir, "lm"), listeners=_prefixed(listeners, "lm_"), progress=progress, net=lm)  # type: ignore[arg-type]
-        data.extras["lm_history"] = result.history
-        data.extras["lm_perplexity"] = result.metric
-        for f in listeners:
-            f({"epoch": float(config.lm_epochs), "lm_perplexity": result.metric})
-        log.info("language model: perplexity %.1f on %d held-out texts", result.metric, n_valid)
-        return result.net  # type: ignore[return-value]
 
     # ---------------------------------------------------------- evaluation
 
@@ -434,15 +274,12 @@ class Sentiment(Task):
         return float((data.valid_y == majority).mean())
 
     def extra_baselines(self, data: Dataset, config: TrainConfig) -> dict[str, float]:
-        """TF-IDF (1-2 grams) + logistic regression on the whole texts, and the classifier without the LM stage."""
+        """TF-IDF (1-2 grams) + logistic regression on the whole texts, and the same classifier trained without the LM stage."""
         assert isinstance(config, SentimentConfig)
         out = {"tfidf_logreg": tfidf_baseline(data)}
         if config.no_lm_baseline:
-            from models.training import fit
-
-            cfg = replace(config, lm_stage=False, gradual_unfreeze=False)
-            with cpu_threads(config.threads):
-                out["no_lm"] = fit(self, data, cfg, progress=False).metric
+            no_lm = replace(config, lm_stage=False, gradual_unfreeze=False)
+            out["no_lm"] = self.recipe(no_lm).train(data, progress=False).metric
         return out
 
     def figures(self, data: Dataset, output: np.ndarray) -> dict[str, Any]:
@@ -463,16 +300,6 @@ class Sentiment(Task):
         ax.legend()
         fig.tight_layout()
         figs["probabilities.png"] = fig
-        history = data.extras.get("lm_history")
-        if history:
-            fig = Figure(figsize=(6, 4))
-            ax = fig.subplots()
-            ax.plot([h["epoch"] for h in history], [h.get("val_perplexity", np.nan) for h in history], marker="o")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("held-out perplexity")
-            ax.set_title("Language model")
-            fig.tight_layout()
-            figs["lm_perplexity.png"] = fig
         return figs
 
     # -------------------------------------------------------- export, spec
@@ -485,10 +312,6 @@ class Sentiment(Task):
 
     def reference_sizes(self, spec: Spec) -> dict[str, int]:
         return {"length": int(spec["max_tokens"])}
-
-    def export_module(self, net: nn.Module) -> nn.Module:
-        """The same weights on plain ``nn.LSTM`` layers, no dropout (see :mod:`models.awd_lstm`)."""
-        return net.inference_copy() if isinstance(net, ConcatPoolClassifier) and isinstance(net.encoder, AWDLSTMEncoder) else net
 
     def parity_view(self, output: np.ndarray) -> np.ndarray:
         return softmax(output)
@@ -514,22 +337,6 @@ def tfidf_baseline(data: Dataset) -> float:
     model = LogisticRegression(C=10.0, max_iter=2000)
     model.fit(vectorizer.fit_transform(data.extras["train_texts"]), data.train_y)
     return float((model.predict(vectorizer.transform(data.extras["valid_texts"])) == data.valid_y).mean())
-
-
-@contextmanager
-def cpu_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch intra-op threads (0: unchanged), then restore the previous number."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _sub(path: Path | None, name: str) -> Path | None:
-    return None if path is None else path / name
 
 
 TASK = Sentiment()

@@ -1,0 +1,76 @@
+"""Serving ``segment``: a street photo in, its class-index mask (PNG), class shares and an optional overlay out."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from models.images import ImageSpec, decode_image
+from models.serving import Endpoint, Limits, Prepared, Serving, check_min_size, example_image
+from models.task import Spec
+from models.tasks.segment.masks import class_shares, overlay, png_bytes, predict_mask
+
+
+class ClassShare(BaseModel):
+    label: str
+    index: int = Field(description="the class index: the mask's pixel value")
+    share: float = Field(description="share of the image's pixels given this class")
+
+
+class SegmentResult(BaseModel):
+    model_version: str
+    width: int
+    height: int
+    classes: list[str] = Field(description="class names; a mask pixel value v means classes[v]")
+    shares: list[ClassShare] = Field(description="classes present in the mask, largest share first")
+    mask_png: str = Field(description="base64 PNG, 8-bit greyscale, the input's size: one class index per pixel")
+    overlay_png: str | None = Field(None, description="base64 PNG of the mask's colours over the photo (with overlay=true)")
+
+
+class SegmentServing(Serving):
+    task = "segment"
+    queue_limit = 64
+    wait_budget_s = 10.0
+
+    def __init__(self, spec: Spec, limits: Limits) -> None:
+        super().__init__(spec, limits)
+        self.image = ImageSpec.from_spec(spec)
+        self.classes = list(spec["classes"])
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        return {"segment": Endpoint(self.prepare, self.answer, heavy_answer=True)}
+
+    def prepare(self, image: Path, overlay: bool = False) -> Prepared:
+        img = decode_image(image, self.limits.max_image_pixels, self.limits.max_body_bytes)
+        return Prepared([(self.image.preprocess(img)[None],)], context=(img, overlay))
+
+    def check_tensors(self, inputs: dict[str, np.ndarray]) -> None:
+        check_min_size("image", inputs["image"], 32)
+
+    def examples(self, folder: Path) -> dict[str, dict[str, Any]]:
+        return {"segment": {"image": example_image(folder), "overlay": True}}
+
+    def answer(self, prepared: Prepared, outputs: list[np.ndarray], version: str) -> SegmentResult:
+        img, with_overlay = prepared.context
+        assert isinstance(img, Image.Image)
+        mask = predict_mask(outputs[0][0], img.size)
+        over = None
+        if with_overlay:
+            over = base64.b64encode(png_bytes(overlay(np.asarray(img, dtype=np.uint8), mask, len(self.classes)))).decode()
+        return SegmentResult(
+            model_version=version,
+            width=img.width,
+            height=img.height,
+            classes=self.classes,
+            shares=[ClassShare(**s) for s in class_shares(mask, self.classes)],
+            mask_png=base64.b64encode(png_bytes(mask)).decode(),
+            overlay_png=over,
+        )
+
+
+SERVING = SegmentServing

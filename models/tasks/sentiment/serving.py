@@ -1,0 +1,87 @@
+"""Serving ``sentiment``: a list of texts in, a label and its probability per text out.
+
+Each text is tokenised with the same code as training (:mod:`models.text`), cut
+to the model's ``max_tokens`` (flagged ``truncated``), and the request's texts
+are padded on the right to a common length rounded up to a multiple of the
+spec's ``bucket``: requests of similar lengths then have the same shape, and
+the micro-batcher runs them together in one model call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from models.inputs import InvalidInput
+from models.maths import softmax
+from models.serving import Endpoint, Limits, Prepared, Serving, check_index_range
+from models.task import Spec
+from models.text import Numericalizer, bucket_length, encode, pad_right
+
+
+class TextPrediction(BaseModel):
+    label: str
+    probability: float = Field(description="the probability of this label")
+    truncated: bool = Field(description="true when the text was longer than max_tokens and only its end was read")
+    tokens: int = Field(description="tokens the model read, xxbos included")
+
+
+class SentimentResult(BaseModel):
+    model_version: str
+    max_tokens: int
+    predictions: list[TextPrediction]
+
+
+class SentimentServing(Serving):
+    task = "sentiment"
+
+    def __init__(self, spec: Spec, limits: Limits) -> None:
+        super().__init__(spec, limits)
+        self.numericalizer = Numericalizer(spec["vocab"])
+        self.labels: list[str] = list(spec["labels"])
+        self.max_tokens = int(spec["max_tokens"])
+        self.bucket = int(spec.get("bucket", 32))
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        return {"sentiment": Endpoint(self.prepare, self.answer)}
+
+    def prepare(self, texts: list[Any]) -> Prepared:
+        if not isinstance(texts, list) or not texts:
+            raise InvalidInput("empty", "texts is empty; send a list of at least one text")
+        if len(texts) > self.limits.max_texts:
+            raise InvalidInput("too_many", f"{len(texts)} texts; the limit is {self.limits.max_texts} per request (ZOO_MAX_TEXTS)", status=413)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInput("not_text", f"texts[{i}] is {type(text).__name__}, not a string")
+            if not text.strip():
+                raise InvalidInput("empty_text", f"texts[{i}] is empty or only white space")
+        encoded = [encode(text, self.numericalizer, self.max_tokens) for text in texts]
+        ids = [e[0] for e in encoded]
+        length = bucket_length(max(len(x) for x in ids), self.bucket, self.max_tokens)
+        tokens, lengths = pad_right(ids, length)
+        return Prepared([(tokens, lengths)], context=[e[1] for e in encoded])
+
+    def check_tensors(self, inputs: dict[str, np.ndarray]) -> None:
+        check_index_range("tokens", inputs["tokens"], len(self.numericalizer))
+
+    def examples(self, folder: Path) -> dict[str, dict[str, Any]]:
+        return {"sentiment": {"texts": ["One of the best films I have seen. Loved it!", "Dull, long and badly acted."]}}
+
+    def answer(self, prepared: Prepared, outputs: list[np.ndarray], version: str) -> SentimentResult:
+        probs = softmax(np.asarray(outputs[0], dtype=np.float64))
+        best = probs.argmax(axis=1)
+        lengths = prepared.inputs[0][1]
+        return SentimentResult(
+            model_version=version,
+            max_tokens=self.max_tokens,
+            predictions=[
+                TextPrediction(label=self.labels[k], probability=float(p[k]), truncated=cut, tokens=int(n))
+                for k, p, cut, n in zip(best, probs, prepared.context, lengths)
+            ],
+        )
+
+
+SERVING = SentimentServing

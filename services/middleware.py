@@ -1,0 +1,82 @@
+"""The ASGI middleware of the task routes: the body-size cap, the version header, rejection counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
+from services.metrics import zoo_metrics
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the cap while it arrived."""
+
+
+class ZooMiddleware:
+    """Caps request bodies (by ``Content-Length`` and by the bytes that arrive, chunked or not), names the model version."""
+
+    def __init__(self, app: Any, routes: dict[str, str], max_body_bytes: int, tasks: list[str] | tuple[str, ...] = ()) -> None:
+        self.app, self.routes, self.max_body_bytes, self.tasks = app, routes, max_body_bytes, set(tasks)
+
+    def task_of(self, path: str) -> str | None:
+        """The task a path belongs to: a task route, or ``/v2/models/<task>/...`` of the inference protocol."""
+        if path in self.routes:
+            return self.routes[path]
+        parts = path.split("/")
+        if len(parts) > 3 and parts[1] == "v2" and parts[2] == "models" and parts[3] in self.tasks:
+            return parts[3]
+        return None
+
+    def _too_large(self, task: str, size: str) -> JSONResponse:
+        reason = "too_large"
+        zoo_metrics().rejections.labels(task, reason).inc()
+        message = f"request body is {size} bytes; the limit is {self.max_body_bytes}"
+        return JSONResponse({"error": message, "reason": reason}, status_code=413, headers={REJECTION_HEADER: reason})
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        task = self.task_of(scope.get("path", "")) if scope["type"] == "http" else None
+        if task is None:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            return await self._too_large(task, str(int(length)))(scope, receive, send)
+        received = 0
+        started = False
+
+        async def counted_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                out = list(message.get("headers", []))
+                names = {k.lower() for k, _ in out}
+                status = message["status"]
+                if 400 <= status < 500 and REJECTION_HEADER.lower().encode() not in names:
+                    zoo_metrics().rejections.labels(task, "invalid_request").inc()
+                if VERSION_HEADER.lower().encode() not in names:
+                    out.append((VERSION_HEADER.lower().encode(), LOADED_VERSIONS.get(task, "none").encode()))
+                message = {**message, "headers": out}
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, send_with_headers)
+        except BodyTooLarge:
+            if not started:
+                await self._too_large(task, f"over {self.max_body_bytes}")(scope, receive, send)
+
+
+def with_middleware(service: Any, routes: dict[str, str], max_body_bytes: int, tasks: list[str]) -> Any:
+    """Attach :class:`ZooMiddleware` to a BentoML service for ``routes`` (route -> task) and the tasks' protocol routes."""
+    service.add_asgi_middleware(ZooMiddleware, routes=routes, max_body_bytes=max_body_bytes, tasks=tasks)
+    return service
