@@ -103,6 +103,12 @@ def broken_report(broken: Sequence[str], what: str = "image(s)") -> list[str]:
     return [f"{len(broken)} {what} do not decode, e.g. {list(broken[:5])}"] if broken else []
 
 
+def split_report(train: Sequence[Path], valid: Sequence[Path], what: str = "image(s)") -> list[str]:
+    """The validation problems of a split: fewer than two training files, or no validation file."""
+    problems = [f"{len(train)} training {what}; at least 2 are needed"] if len(train) < 2 else []
+    return problems + (["the validation split is empty"] if not valid else [])
+
+
 def channel_stats(images: Iterable[np.ndarray]) -> dict[str, list[float]]:
     """Per-channel mean and std over RGB ``uint8`` HWC images (float64 sums), rounded for the JSON spec."""
     total = np.zeros(3)

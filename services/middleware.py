@@ -10,10 +10,6 @@ from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
 from services.metrics import zoo_metrics
 
 
-class BodyTooLarge(Exception):
-    """The request body passed the cap while it arrived."""
-
-
 class ZooMiddleware:
     """Caps request bodies (by ``Content-Length`` and by the bytes that arrive, chunked or not), names the model version."""
 
@@ -36,6 +32,8 @@ class ZooMiddleware:
         return JSONResponse({"error": message, "reason": reason}, status_code=413, headers={REJECTION_HEADER: reason})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") == "/v2":  # the protocol's server metadata, without a redirect
+            scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
         task = self.task_of(scope.get("path", "")) if scope["type"] == "http" else None
         if task is None:
             return await self.app(scope, receive, send)
@@ -43,20 +41,34 @@ class ZooMiddleware:
         length = headers.get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_body_bytes:
             return await self._too_large(task, str(int(length)))(scope, receive, send)
+        ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
+        if ctype.startswith("multipart/form-data") and "boundary=" not in ctype:
+            reason = "bad_multipart"
+            zoo_metrics().rejections.labels(task, reason).inc()
+            message = "a multipart/form-data body needs its boundary in Content-Type (multipart/form-data; boundary=...)"
+            return await JSONResponse({"error": message, "reason": reason}, status_code=400, headers={REJECTION_HEADER: reason})(scope, receive, send)
         received = 0
-        started = False
+        started = rejected = False
 
         async def counted_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLarge
+                    # Answer 413 now; the app sees the client gone and whatever it sends is dropped.
+                    rejected = True
+                    if not started:
+                        await self._too_large(task, f"over {self.max_body_bytes}")(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             nonlocal started
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 out = list(message.get("headers", []))
@@ -71,10 +83,9 @@ class ZooMiddleware:
 
         try:
             await self.app(scope, counted_receive, send_with_headers)
-        except BodyTooLarge:
-            if not started:
-                await self._too_large(task, f"over {self.max_body_bytes}")(scope, receive, send)
-
+        except Exception:
+            if not rejected:  # the app's own failure: not ours to hide
+                raise
 
 def with_middleware(service: Any, routes: dict[str, str], max_body_bytes: int, tasks: list[str]) -> Any:
     """Attach :class:`ZooMiddleware` to a BentoML service for ``routes`` (route -> task) and the tasks' protocol routes."""

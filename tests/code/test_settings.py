@@ -60,3 +60,13 @@ def test_every_serving_setting_is_read_typed(tmp_path: Path) -> None:
     assert s.tasks == ("classify", "rate") and s.max_texts == 5 and s.gc_freeze is False and s.registry == "prod"
     assert Settings.from_env({"ZOO_HOME": str(tmp_path), "ZOO_QUANTIZE": "1"}).quantize is True
     assert s.workers is None and s.max_records == 10_000  # unset: the defaults
+
+
+def test_the_readme_documents_every_setting() -> None:
+    import re
+
+    from models.settings import PROJECT_ROOT
+
+    read = set(re.findall(r'"(ZOO_[A-Z0-9_]+)"', (PROJECT_ROOT / "models" / "settings.py").read_text())) - {"ZOO_SERVE_MODEL_PREFIX"}
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert read and not [v for v in sorted(read) if f"`{v}`" not in readme]

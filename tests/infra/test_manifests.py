@@ -181,7 +181,7 @@ def test_each_task_has_a_deployment_serving_it_with_probes(overlay: str, task: s
     env = container_env(docs, container)
     assert env["ZOO_TASKS"] == task
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZOO_HOME", "ZOO_POLL_SECONDS", "ZOO_SERVE_MODEL_PREFIX"} <= set(env)
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZOO_HOME", "ZOO_POLL_SECONDS", "ZOO_SERVE_REGISTRY"} <= set(env)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
         get = container[probe]["httpGet"]
@@ -263,9 +263,9 @@ def test_overlays_differ_where_environments_do() -> None:
         return by_kind(docs, "Deployment")["zoo-classify"]["spec"]["template"]["spec"]
 
     def prefix(docs: list[Doc]) -> str:
-        return container_env(docs, serving(docs)["containers"][0])["ZOO_SERVE_MODEL_PREFIX"]
+        return container_env(docs, serving(docs)["containers"][0])["ZOO_SERVE_REGISTRY"]
 
-    assert (prefix(staging), prefix(production)) == ("", "prod.")
+    assert (prefix(staging), prefix(production)) == ("dev", "prod")
     assert serving(staging)["containers"][0]["image"] != serving(production)["containers"][0]["image"]
     assert by_kind(production, "HorizontalPodAutoscaler")["zoo-classify"]["spec"]["minReplicas"] >= 2
     assert by_kind(production, "Deployment")["mlflow"]["spec"]["replicas"] >= 2
@@ -475,7 +475,7 @@ def test_compose_task_services_follow_the_registry(task: str) -> None:
     env = service["environment"]
     assert env["ZOO_TASKS"] == task
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZOO_SERVE_MODEL_PREFIX", "ZOO_POLL_SECONDS", "ZOO_HOME"} <= set(env)
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZOO_SERVE_REGISTRY", "ZOO_POLL_SECONDS", "ZOO_HOME"} <= set(env)
     assert service["image"] == "course-zoo:latest"
     assert "/livez" in " ".join(service["healthcheck"]["test"])
     assert [p.split(":")[-1] for p in service["ports"]] == ["3000"]

@@ -43,7 +43,7 @@ def test_bentoml_serve_starts_the_bentofile_service(project, tmp_path: Path) -> 
     proc = subprocess.Popen(
         [str(bentoml_cli), "serve", "--port", str(port), "--host", "127.0.0.1"],
         cwd=PROJECT_ROOT,
-        env=serve_env(project, {"ZOO_WORKERS": "1"}),
+        env=serve_env(project, {"ZOO_WORKERS": "1", "BENTOML_HOME": str(tmp_path / "bentoml")}),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -60,6 +60,23 @@ def test_registered_model_has_a_signature_and_an_input_example(project: Settings
     info = mlflow.models.get_model_info(f"models:/recommend/{mv.version}")
     assert [i.name for i in info.signature.inputs.inputs] == ["user", "movie"]
     assert info.saved_input_example_info is not None
+    segment = reading.by_alias(connect.client(project), "segment", names.CHAMPION)
+    image = mlflow.models.get_model_info(f"models:/segment/{segment.version}").signature.inputs.inputs[0]
+    assert image.shape == (-1, 3, -1, -1)  # batch, height and width are dynamic, as in the ONNX model
+
+
+def test_each_run_records_its_dataset_and_leaves_a_summary_in_prefect(project: Settings) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    c = connect.client(project)
+    mv = reading.by_alias(c, "sales", names.CHAMPION)
+    (dataset,) = c.get_run(mv.run_id).inputs.dataset_inputs
+    assert dataset.dataset.digest == mv.tags["task_data_hash"][:36] and dataset.dataset.source_type == "dvc"
+    assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["retrain-sales"])), limit=1)
+    assert artifact.type == "markdown" and "rmspe" in artifact.data and "baseline_rmspe" in artifact.data and "ONNX parity" in artifact.data
 
 
 def test_registered_model_loads_and_is_verified(project: Settings) -> None:

@@ -165,3 +165,59 @@ def test_the_api_server_runs_two_workers(server: str) -> None:
         assert httpx.post(f"{server}/rate", json={"user_ids": [1], "movie_ids": [1]}).status_code == 200
     pids = set(re.findall(r'pid="(\d+)"', httpx.get(f"{server}/metrics").text))
     assert len(pids) == int(SERVED_ENV["ZOO_WORKERS"]) == 2
+
+
+def test_a_chunked_body_over_the_cap_is_413(server: str) -> None:
+    """The cap counts the bytes as they arrive: a chunked upload without Content-Length cannot get past it."""
+
+    def chunks():
+        for _ in range(BODY_CAP // 65536 + 4):
+            yield b"x" * 65536
+
+    r = httpx.post(f"{server}/sentiment", content=chunks(), headers={"Content-Type": "application/json"})
+    assert "content-length" not in {k.lower() for k in r.request.headers}
+    assert r.status_code == 413, r.text
+    assert r.json()["reason"] == "too_large"
+    assert httpx.post(f"{server}/rate", json={"user_ids": [1], "movie_ids": [1]}).status_code == 200  # the server is fine
+
+
+def test_a_malformed_setting_stops_the_server_with_one_line_naming_it(project: Settings, tmp_path: Path) -> None:
+    import subprocess
+
+    from pipelines.serving import serve_command, serve_env
+
+    cmd = serve_command("recommend", 3999, host="127.0.0.1")
+    env = serve_env(project, {"ZOO_MAX_TEXTS": "ten", "ZOO_WORKERS": "1", "BENTOML_HOME": str(tmp_path / "bentoml")})
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0
+    assert "ZOO_MAX_TEXTS='ten' is not a whole number" in proc.stdout + proc.stderr
+
+
+def test_multipart_without_a_boundary_is_400_not_500(server: str) -> None:
+    for route in ("/rate", "/classify", "/sales"):
+        r = httpx.post(f"{server}{route}", content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"})
+        assert 400 <= r.status_code < 500, (route, r.status_code, r.text)
+
+
+def test_past_the_queue_limit_requests_get_503_with_retry_after(project: Settings, tmp_path: Path) -> None:
+    """Backpressure: a burst well past what one worker takes is partly refused at once, the rest answered; nothing else."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import live_server
+
+    photo = sorted((project.project_root / "data" / "camvid_tiny" / "images").iterdir())[0].read_bytes()
+    # its own BENTOML_HOME: a server's shutdown clears the Prometheus files of every server sharing one
+    env = {"ZOO_WORKERS": "1", "ZOO_QUEUE_LIMIT": "2", "ZOO_MAX_BATCH_SIZE": "1", "BENTOML_HOME": str(tmp_path / "bentoml")}
+    with live_server(project, tmp_path / "serve.log", task="segment", env=env) as url:
+
+        def call(_: int) -> httpx.Response:
+            return httpx.post(f"{url}/segment", files={"image": ("p.png", photo, "image/png")}, timeout=120)
+
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(call, range(48)))
+        codes = [r.status_code for r in answers]
+        assert set(codes) <= {200, 503}, codes
+        assert codes.count(200) >= 3 and codes.count(503) >= 1, codes
+        refused = next(r for r in answers if r.status_code == 503)
+        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["reason"] == "queue_full"
+        assert 'zoo_overload_rejections_total{reason="queue_full",task="segment"}' in httpx.get(f"{url}/metrics").text

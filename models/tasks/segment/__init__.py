@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from models.images import ImageSpec, broken_report, channel_stats, image_sizes, split_images
+from models.images import (
+    ImageSpec,
+    broken_report,
+    channel_stats,
+    image_sizes,
+    split_images,
+    split_report,
+)
 from models.maths import softmax
 from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
 from models.tasks.segment.masks import colourise
@@ -154,10 +161,7 @@ class Segment(Task):
             train, valid = split_items(root, config.valid_pct, config.seed)
         except (FileNotFoundError, OSError) as exc:
             return [*problems, str(exc)]
-        if len(train) < 2:
-            problems.append(f"{len(train)} training image(s); at least 2 are needed")
-        if not valid:
-            problems.append("the validation split is empty")
+        problems += split_report(train, valid, "image(s)")
         labels = {image: label_path(root, image) for image in train + valid}
         missing = [label.name for label in labels.values() if not label.is_file()]
         sizes, broken = image_sizes([*labels, *(label for label in labels.values() if label.is_file())])
