@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import subprocess
 import tarfile
@@ -131,6 +132,9 @@ def dvc_repo(root: Path, settings: Settings) -> Iterator["object"]:
     """Open (initialising if needed) the DVC repo at ``root``, with state under ``ZOO_HOME``."""
     from dvc.repo import Repo
 
+    # DVC logs hints for git users ("Initialized DVC repository", "To track the changes with git, run ...") to
+    # stdout, which would mix with zoo's --json; zoo says itself what changed, and DVC's warnings still show.
+    logging.getLogger("dvc").setLevel(logging.WARNING)
     if not (root / ".dvc").is_dir():
         Repo.init(str(root), no_scm=not (root / ".git").exists())
     repo = Repo(str(root))

@@ -134,3 +134,20 @@ def test_missing_url_is_a_clear_error(tmp_path: Path, http_server, monkeypatch: 
     monkeypatch.setattr(ingest, "SAMPLE_URL", url + "/{name}.tgz")
     with pytest.raises(ingest.IngestError, match="cannot download"):
         ingest.fetch("nothing_here", tmp_path / "data", mirror=None)
+
+
+def test_ingest_and_status_print_json_alone(tmp_path: Path, mirror: Path) -> None:
+    """``--json`` output is JSON and nothing else (DVC's own hints stay out of stdout)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **make_project(tmp_path / "p", mirror)}
+    ingest_out = subprocess.run([sys.executable, "-m", "pipelines.cli", "data", "ingest", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert ingest_out.returncode == 0, ingest_out.stderr
+    result = json.loads(ingest_out.stdout)
+    assert result["data_hash"].endswith(".dir") and "movie_lens_sample" in result["datasets"]
+    status = subprocess.run([sys.executable, "-m", "pipelines.cli", "data", "status", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    rows = json.loads(status.stdout)
+    assert {r["dataset"] for r in rows} == set(result["datasets"]) and all(r["present"] for r in rows)
