@@ -121,6 +121,7 @@ SERVED_ENV = {
     "ZOO_MAX_RECORDS": "50",
     "ZOO_MAX_TEXTS": "5",
     "ZOO_WORKERS": "2",  # the default on a 2-CPU machine: the API tests run against two workers
+    "PYTHONPATH": str(Path(__file__).parent / "no_torch"),  # the services run without PyTorch, as the Bento does
 }
 """Caps of the shared test service (small, so that the tests can cross them cheaply)."""
 

@@ -221,3 +221,16 @@ def test_past_the_queue_limit_requests_get_503_with_retry_after(project: Setting
         refused = next(r for r in answers if r.status_code == 503)
         assert int(refused.headers["retry-after"]) >= 1 and refused.json()["reason"] == "queue_full"
         assert 'zoo_overload_rejections_total{reason="queue_full",task="segment"}' in httpx.get(f"{url}/metrics").text
+
+
+def test_the_session_server_runs_without_torch(server: str) -> None:
+    """Its worker processes start with PyTorch made unimportable (tests/no_torch): every task still answers."""
+    assert "no_torch" in SERVED_ENV["PYTHONPATH"]
+    for _ in range(4):
+        assert httpx.post(f"{server}/rate", json={"user_ids": [100], "movie_ids": [1000]}).status_code == 200
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    pids = set(re.findall(r'pid="(\d+)"', httpx.get(f"{server}/metrics").text))
+    assert pids
+    for pid in pids:  # no worker has PyTorch's library mapped
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "libtorch" not in maps and "onnxruntime" in maps
