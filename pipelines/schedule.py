@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -156,8 +157,37 @@ def serve(settings: Settings, tasks: list[str] | None = None, interval: float | 
         schedules = {t: schedules[t] for t in tasks}
     with prefect_server(settings) as url:
         os.environ["PREFECT_API_URL"] = url  # for the flow-run subprocesses
-        with temporary_settings({PREFECT_API_URL: url}):
-            prefect.serve(*deployments(schedules, interval), pause_on_shutdown=False)
+        with temporary_settings({PREFECT_API_URL: url}), _ctrl_c_as_sigterm():
+            try:
+                prefect.serve(*deployments(schedules, interval), pause_on_shutdown=False)
+            finally:
+                _drain_to(url)
+
+
+def _drain_to(url: str, timeout: float = 10) -> None:
+    """Send Prefect's queued logs and events while the server that takes them still runs.
+
+    Left to the interpreter's exit, they go to a server already stopped, and retry.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout)
+
+
+@contextmanager
+def _ctrl_c_as_sigterm() -> Iterator[None]:
+    """Ctrl-C takes the runner's SIGTERM path, which cancels in-flight runs and stops its loops.
+
+    Under ``asyncio.run`` a Ctrl-C only cancels the main task, and Prefect's runner can go on
+    submitting runs after that; its SIGTERM handler stops it, and a second signal exits at once.
+    """
+    previous = signal.signal(signal.SIGINT, lambda *_: signal.raise_signal(signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def list_deployments(url: str) -> list[dict[str, Any]]:

@@ -28,6 +28,18 @@ def listed(monkeypatch: pytest.MonkeyPatch, schedules: Path) -> list[dict]:
     return json.loads(result.stdout)
 
 
+def kill_everything(proc: subprocess.Popen, project: Settings) -> None:
+    """After a scheduler that did not stop: kill it, its flow runs and its Prefect server."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = project.home / "prefect" / "server.json"
+    if state.is_file():
+        try:
+            os.killpg(json.loads(state.read_text())["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_deployment_fires_on_its_own_and_survives_a_restart(project: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     schedules = tmp_path / "schedules.yaml"
     others = "".join(f"  {t}: only recommend runs in this test\n" for t in task_names() if t != "recommend")
@@ -55,12 +67,16 @@ def test_a_deployment_fires_on_its_own_and_survives_a_restart(project: Settings,
                 break
         else:
             pytest.fail(f"no completed run: {rows}\n" + (tmp_path / "schedule.log").read_text()[-3000:])
-        assert rows[0]["deployment"] == "retrain-recommend" and rows[0]["task"] == "recommend"
-        assert rows[0]["active"] and rows[0]["next_run"]
+        assert rows[0]["deployment"] == "retrain-recommend" and rows[0]["task"] == "recommend", rows
+        assert rows[0]["active"] and rows[0]["next_run"], rows
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-        code = proc.wait(timeout=60)
-    assert code == 0
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            kill_everything(proc, project)
+            raise
+    assert code == 0, (tmp_path / "schedule.log").read_text()[-3000:]
     assert not (project.home / "prefect" / "server.json").exists()  # the server was stopped
     again = listed(monkeypatch, schedules)
-    assert again[0]["deployment"] == "retrain-recommend" and again[0]["active"]  # not paused on shutdown
+    assert again and again[0]["deployment"] == "retrain-recommend" and again[0]["active"], again  # not paused on shutdown
