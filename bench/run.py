@@ -1,4 +1,4 @@
-"""``make bench``: the model-level and the HTTP-level benchmark, then a summary against issue 6's goals.
+"""``make bench``: the model-level and the HTTP-level benchmark, then a summary against the goals.
 
 Each level runs as its own process (the HTTP level starts one server at a
 time); the summary, ``bench/results/summary.md`` (and ``.json``), puts the two
@@ -120,7 +120,7 @@ def main() -> int:
     http = json.loads((RESULTS / "http_level.json").read_text()) if (RESULTS / "http_level.json").is_file() else None
     lines, verdict = goal_lines(model, http)
     st = stamp()
-    md = ["# course-zoo serving benchmark (`make bench`)", "", stamp_markdown(st), "## Goals (issue 6)", "", *lines, ""]
+    md = ["# course-zoo serving benchmark (`make bench`)", "", stamp_markdown(st), "## Goals", "", *lines, ""]
     if model:
         md += ["## Model level", "", body((RESULTS / "model_level.md").read_text())]
     if http:
