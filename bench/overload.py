@@ -102,7 +102,7 @@ def main() -> int:
     factor = env_float("BENCH_OVERLOAD_FACTOR", 4)
     seconds = env_float("BENCH_OVERLOAD_SECONDS", 15)
     capacity_seconds = env_float("BENCH_HTTP_SECONDS", 5)
-    champs = champions(sorted({name for name in wanted}))
+    champs = champions(sorted(set(wanted)))
     apis = [a for a in build_apis(champs) if a.name in wanted]
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def main() -> int:
             print(f"    admitted {row['admitted']}, refused {row['refused']}, errors {row['errors']} {row['error_kinds']}; admitted p99 {fmt(a['p99_ms'])} ms", flush=True)
             rows.append(row)
     data = {"stamp": stamp(), "factor": factor, "seconds": seconds, "capacity_seconds": capacity_seconds, "apis": rows}
-    js, md = write_results("overload", data, markdown(data))
+    _, md = write_results("overload", data, markdown(data))
     print(f"wrote {md}")
     return 0 if all(r["errors"] == 0 and r["healthy_after"] for r in rows) else 1
 

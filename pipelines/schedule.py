@@ -161,10 +161,10 @@ def serve(settings: Settings, tasks: list[str] | None = None, interval: float | 
             try:
                 prefect.serve(*deployments(schedules, interval), pause_on_shutdown=False)
             finally:
-                _drain_to(url)
+                _drain_prefect_queues()
 
 
-def _drain_to(url: str, timeout: float = 10) -> None:
+def _drain_prefect_queues(timeout: float = 10) -> None:
     """Send Prefect's queued logs and events while the server that takes them still runs.
 
     Left to the interpreter's exit, they go to a server already stopped, and retry.
