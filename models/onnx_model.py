@@ -15,9 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models.errors import GuardFailed
-
-MODEL_FILE = "model.onnx"
-SPEC_FILE = "spec.json"
+from models.store.names import MODEL_FILE, SPEC_FILE
 
 
 class ChecksumError(GuardFailed, RuntimeError):

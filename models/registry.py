@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
+from typing import TYPE_CHECKING
 
 from models import tasks as _tasks_pkg
 from models.errors import NotFound
-from models.serving import Serving
-from models.task import Task
+
+if TYPE_CHECKING:  # listing task names imports neither (nor numpy): the ops commands answer at once
+    from models.serving import Serving
+    from models.task import Task
 
 
 class UnknownTask(NotFound, KeyError):
@@ -39,6 +42,8 @@ def _module(name: str, part: str = ""):
 @cache
 def get_task(name: str) -> Task:
     """Import ``models.tasks.<name>`` and return its ``TASK``."""
+    from models.task import Task
+
     task = getattr(_module(name), "TASK", None)
     if not isinstance(task, Task) or task.name != name:
         raise TypeError(f"models/tasks/{name} must define TASK, a Task named {name!r}")
@@ -48,6 +53,8 @@ def get_task(name: str) -> Task:
 @cache
 def get_serving(name: str) -> type[Serving]:
     """Import ``models.tasks.<name>.serving`` and return its ``SERVING`` class (the task's serving hooks)."""
+    from models.serving import Serving
+
     hooks = getattr(_module(name, ".serving"), "SERVING", None)
     if not (isinstance(hooks, type) and issubclass(hooks, Serving)) or hooks.task != name:
         raise TypeError(f"models/tasks/{name}/serving.py must define SERVING, a Serving subclass for {name!r}")

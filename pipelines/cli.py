@@ -46,6 +46,10 @@ def exit_code(exc: BaseException) -> ExitCode:
         return ExitCode.GUARD
     if isinstance(exc, LookupError):  # unknown task, config (KeyError), version or alias
         return ExitCode.NOT_FOUND
+    from models.store.light import RegistryError
+
+    if isinstance(exc, RegistryError):
+        return ExitCode.REGISTRY
     if "mlflow.exceptions" in sys.modules:
         from mlflow.exceptions import MlflowException
 
@@ -155,7 +159,7 @@ def train(
 def models(as_json: JSON = False) -> None:
     """Champion and challenger of every task, with metrics."""
     from models.registry import task_names
-    from models.store.reading import list_models
+    from models.store.overview import list_models
 
     with reported():
         rows = list_models(_settings(), task_names())

@@ -7,19 +7,17 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from models.errors import Blocked
-from models.onnx_model import ChecksumError, OnnxModel, reference_inputs
-from models.registry import get_task
 from models.settings import Settings
-from models.store import audit
-from models.store.connect import client
+from models.store import audit, light
+from models.store.champion import move_champion
 from models.store.names import CHAMPION, Tag
-from models.store.reading import by_alias, checksums, download, load_version
-from models.store.writing import copy_to_prod, move_champion
-from models.task import PromotionPolicy
+
+if TYPE_CHECKING:  # gates load models (ONNX Runtime) and MLflow; a rollback and the history need neither
+    from models.onnx_model import OnnxModel
+    from models.task import PromotionPolicy
 
 
 class PromotionBlocked(Blocked, RuntimeError):
@@ -52,6 +50,11 @@ def check_gates(
     latency_runs: int = 50,
 ) -> list[Gate]:
     """Evaluate every gate for promoting ``version`` of ``task`` over the current champion."""
+    from models.onnx_model import ChecksumError, OnnxModel
+    from models.registry import get_task
+    from models.store.connect import client
+    from models.store.reading import by_alias, checksums, download, load_version
+
     t = get_task(task)
     policy = policy or t.promotion
     c = client(settings)
@@ -108,6 +111,10 @@ def check_gates(
 
 def p95_latency_ms(model: OnnxModel, runs: int = 50) -> float:
     """p95 of ``runs`` timed single-example runs on the reference input, after warming up."""
+    import numpy as np
+
+    from models.onnx_model import reference_inputs
+
     x = reference_inputs(model.spec)
     model.warm()
     times = []
@@ -139,8 +146,8 @@ def promote(
         raise ValueError("a promotion needs a reason (--reason)")
     if to not in ("dev", "prod"):
         raise ValueError(f"--to must be dev or prod, not {to!r}")
-    c = client(settings)
-    c.get_model_version(task, version)  # a clear error for an unknown version
+    store = light.connect(settings, settings.registry_uri)
+    store.version(task, version)  # a clear error for an unknown version
     gates = check_gates(settings, task, version, policy, allow_signature_change)
     if not all(g.passed for g in gates) and not force:
         raise PromotionBlocked(gates)
@@ -148,18 +155,21 @@ def promote(
     who = operator(settings, operator_name)
     found = [asdict(g) for g in gates]
     if to == "dev":
-        return move_champion(settings, c, task, task, version, "promote", reason, forced, found, "dev", who), gates
-    prod, name, prod_version = copy_to_prod(settings, task, version)
+        return move_champion(settings, store, task, task, version, "promote", reason, forced, found, "dev", who), gates
+    from models.store.writing import copy_to_prod
+
+    name, prod_version = copy_to_prod(settings, task, version)
+    prod = light.connect(settings, settings.prod_registry_uri)
     return move_champion(settings, prod, name, task, prod_version, "promote", reason, forced, found, "prod", who), gates
 
 
 def rollback(settings: Settings, task: str, reason: str = "rollback") -> audit.Record:
     """Point ``champion`` back at the champion before the current one."""
-    c = client(settings)
-    current = by_alias(c, task, CHAMPION)
+    store = light.connect(settings, settings.registry_uri)
+    current = store.by_alias(task, CHAMPION)
     if current is None:
         raise LookupError(f"task {task!r} has no champion to roll back")
     previous = current.tags.get(Tag.PREVIOUS_CHAMPION)
     if not previous:
         raise LookupError(f"{task} v{current.version} has no previous champion recorded; promote a version instead")
-    return move_champion(settings, c, task, task, previous, "rollback", reason, False, [], "dev", operator(settings))
+    return move_champion(settings, store, task, task, previous, "rollback", reason, False, [], "dev", operator(settings))

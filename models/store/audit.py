@@ -7,13 +7,11 @@ tags; ``zoo history`` reads them back from any machine.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from mlflow.entities import RunTag
-
 from models.settings import Settings
-from models.store.connect import client
+from models.store import light
 
 FIELDS = ("action", "task", "version", "previous", "registry", "operator", "at", "reason", "forced", "gates")
 
@@ -40,31 +38,12 @@ def _experiment(settings: Settings) -> str:
 
 def append(settings: Settings, record: Record) -> None:
     """Record ``record`` as a finished run of the audit experiment."""
-    from models.store.runs import experiment_id
-
-    c = client(settings)
-    run = c.create_run(experiment_id(replace(settings, experiment=_experiment(settings)), c), run_name=f"{record.action}-{record.task}-v{record.version}")
     values = asdict(record)
-    tags = [RunTag(f"zoo.audit.{k}", json.dumps(values[k])) for k in FIELDS]
-    c.log_batch(run.info.run_id, tags=tags)
-    c.set_terminated(run.info.run_id, "FINISHED")
+    tags = {f"zoo.audit.{k}": json.dumps(values[k]) for k in FIELDS}
+    light.connect(settings, settings.tracking_uri).log_run(_experiment(settings), f"{record.action}-{record.task}-v{record.version}", tags)
 
 
 def history(settings: Settings, task: str) -> list[dict[str, Any]]:
     """Every promotion and rollback of ``task``, oldest first."""
-    c = client(settings)
-    exp = c.get_experiment_by_name(_experiment(settings))
-    if exp is None:
-        return []
-    runs = c.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`zoo.audit.task` = '{json.dumps(task)}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=50_000,
-    )
-    rows = []
-    for run in runs:
-        tags = run.data.tags
-        if all(f"zoo.audit.{k}" in tags for k in FIELDS):
-            rows.append({k: json.loads(tags[f"zoo.audit.{k}"]) for k in FIELDS})
-    return rows
+    runs = light.connect(settings, settings.tracking_uri).tagged_runs(_experiment(settings), "zoo.audit.task", json.dumps(task))
+    return [{k: json.loads(tags[f"zoo.audit.{k}"]) for k in FIELDS} for tags in runs if all(f"zoo.audit.{k}" in tags for k in FIELDS)]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-
-from mlflow import MlflowClient
+from typing import TYPE_CHECKING
 
 from models.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 def client(settings: Settings, uri: str | None = None) -> MlflowClient:
     """A client of the tracking server and registry of ``settings`` (or of the registry at ``uri``)."""
+    from mlflow import MlflowClient  # about four seconds: imported by what needs it, not by the ops commands
+
     if uri is not None:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from models.onnx_model import MODEL_FILE, SPEC_FILE
+MODEL_FILE = "model.onnx"
+"""The ONNX graph of a model version."""
+SPEC_FILE = "spec.json"
+"""The JSON spec beside it: the task's preprocessing and postprocessing parameters."""
 
 CHAMPION = "champion"
 """The alias the services follow."""

@@ -1,4 +1,4 @@
-"""Reading the model store: versions behind aliases, verified downloads, the cached champion, the registry's view.
+"""Reading the model store: versions behind aliases, verified downloads, the cached champion.
 
 The services and the CLI load models through here. The sha256 of each
 artifact is recorded as a tag on the model version at registration and checked
@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -21,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from models.onnx_model import OnnxModel
 from models.settings import Settings
 from models.store.connect import client
-from models.store.names import ARTIFACT_PATHS, CHALLENGER, CHAMPION, Tag
+from models.store.names import ARTIFACT_PATHS, CHAMPION, Tag
 
 
 def by_alias(c: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -102,31 +100,3 @@ def load_remembered(settings: Settings, name: str, threads: int | None = None) -
         raise LookupError(f"no cached champion for {name} under {path.parent}")
     meta = json.loads(path.read_text())
     return OnnxModel.load(path.parent / meta["version"], meta["checksums"], version=meta["version"], threads=threads)
-
-
-def describe_version(c: MlflowClient, version: ModelVersion | None) -> dict[str, Any] | None:
-    """A JSON-friendly view of one model version, with its run's final metrics."""
-    if version is None:
-        return None
-    metrics: dict[str, float] = {}
-    if version.run_id:
-        run = c.get_run(version.run_id)
-        metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(("train_", "val_"))}
-    created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=timezone.utc)
-    return {
-        "version": str(version.version),
-        "metric_name": version.tags.get(Tag.METRIC),
-        "metrics": metrics,
-        "data_hash": version.tags.get(Tag.DATA_HASH),
-        "git_commit": version.tags.get(Tag.GIT_COMMIT),
-        "created": created.isoformat(timespec="seconds"),
-    }
-
-
-def list_models(settings: Settings, tasks: list[str]) -> list[dict[str, Any]]:
-    """Every task with its champion and challenger (each ``None`` when absent)."""
-    c = client(settings)
-    return [
-        {"task": task, "champion": describe_version(c, by_alias(c, task, CHAMPION)), "challenger": describe_version(c, by_alias(c, task, CHALLENGER))}
-        for task in tasks
-    ]

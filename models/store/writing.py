@@ -1,22 +1,19 @@
-"""Writing the model store: registering a version, moving aliases, copying to the production registry."""
+"""Writing the model store: registering a version, copying it to the production registry."""
 
 from __future__ import annotations
 
 import json
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlflow import MlflowClient
 
 from models.onnx_model import MODEL_FILE, SPEC_FILE, ChecksumError, OnnxModel, sha256_bytes, sha256_file
 from models.settings import Settings
-from models.store import audit
 from models.store.connect import client
-from models.store.names import ARTIFACT_PATHS, CHALLENGER, CHAMPION, COPIED_TO_PROD, Tag, model_name
-from models.store.reading import by_alias, checksums, download
+from models.store.names import ARTIFACT_PATHS, CHALLENGER, COPIED_TO_PROD, Tag, model_name
+from models.store.reading import checksums, download
 from models.task import Spec, Task
 
 
@@ -79,63 +76,8 @@ def _stored_checksums(settings: Settings, location: str) -> dict[str, str]:
         return out
 
 
-def move_champion(
-    settings: Settings,
-    c: MlflowClient,
-    name: str,
-    task: str,
-    version: str,
-    action: str,
-    reason: str,
-    forced: bool,
-    gates: list[dict[str, Any]],
-    registry: str,
-    operator: str,
-) -> audit.Record:
-    """Point ``champion`` of registered model ``name`` at ``version``, tag the version and record it in the audit trail.
-
-    The alias moves only after every check; if tagging or the audit record fails after it moved,
-    it is put back, so a failure leaves the aliases as they were.
-    """
-    previous = by_alias(c, name, CHAMPION)
-    prev_version = None if previous is None else str(previous.version)
-    record = audit.Record(
-        action=action,
-        task=task,
-        version=str(version),
-        previous=prev_version,
-        registry=registry,
-        operator=operator,
-        at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        reason=reason,
-        forced=forced,
-        gates=gates,
-    )
-    c.set_registered_model_alias(name, CHAMPION, version)
-    try:
-        tags = {
-            Tag.action(action, "by"): record.operator,
-            Tag.action(action, "at"): record.at,
-            Tag.action(action, "reason"): reason,
-            Tag.action(action, "forced"): str(forced).lower(),
-            Tag.action(action, "gates"): json.dumps(record.gates)[:4900],
-        }
-        if action == "promote" and prev_version is not None and prev_version != str(version):
-            tags[Tag.PREVIOUS_CHAMPION] = prev_version
-        for key, value in tags.items():
-            c.set_model_version_tag(name, str(version), key, value)
-        audit.append(settings, record)
-    except BaseException:
-        if prev_version is None:
-            c.delete_registered_model_alias(name, CHAMPION)
-        else:
-            c.set_registered_model_alias(name, CHAMPION, prev_version)
-        raise
-    return record
-
-
-def copy_to_prod(settings: Settings, task: str, version: str) -> tuple[MlflowClient, str, str]:
-    """Copy a dev version into the production registry; returns (client, model name, new version)."""
+def copy_to_prod(settings: Settings, task: str, version: str) -> tuple[str, str]:
+    """Copy a dev version into the production registry; returns (model name, new version)."""
     import mlflow
 
     dev = client(settings)
@@ -148,7 +90,7 @@ def copy_to_prod(settings: Settings, task: str, version: str) -> tuple[MlflowCli
         copied = dev.copy_model_version(f"models:/{task}/{version}", name)
         for key, value in tags.items():
             dev.set_model_version_tag(name, copied.version, key, value)
-        return dev, name, str(copied.version)
+        return name, str(copied.version)
     # Different servers: re-upload the verified artifacts into the prod server.
     prod = client(settings, target_uri)
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,6 +111,6 @@ def copy_to_prod(settings: Settings, task: str, version: str) -> tuple[MlflowCli
             raise
     source = f"{prod.get_run(run.info.run_id).info.artifact_uri}/model"
     created = prod.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
-    return prod, name, str(created.version)
+    return name, str(created.version)
 
 

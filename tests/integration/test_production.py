@@ -187,6 +187,10 @@ def test_promotion_goes_through_the_authenticated_server(trained: dict[str, str]
     assert listed.returncode == 0, listed.stderr
     rows = {row["task"]: row for row in json.loads(listed.stdout)}
     assert rows["recommend"]["champion"]["version"] == "1"
+    assert rows["recommend"]["champion"]["metrics"]["mse"] > 0  # the run's metrics, read through the REST API
+    history = zoo(trained, "history", "recommend", "--json")
+    assert history.returncode == 0, history.stderr
+    assert [(r["action"], r["version"], r["reason"]) for r in json.loads(history.stdout)] == [("promote", "1", "production-mode test")]
 
 
 def test_a_wrong_password_is_refused_with_a_clear_message(trained: dict[str, str]) -> None:
