@@ -124,6 +124,10 @@ def test_what_is_missing(stores: tuple[light.Store, ClientStore]) -> None:
         store.version("toy", "99")
     with pytest.raises(NotFound):
         store.set_alias("toy", "champion", "99")
+    with pytest.raises(NotFound):
+        store.set_tags("toy", "99", {"k": "v"})
+    with pytest.raises(NotFound):
+        store.version("toy", "two")
     assert store.tagged_runs("no-such-experiment", "zoo.audit.task", "x") == []
 
 

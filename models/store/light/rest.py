@@ -80,7 +80,8 @@ class RestStore:
             return None
 
     def version(self, name: str, version: str) -> Version:
-        return self._view(self._call("GET", "/model-versions/get", {"name": name, "version": str(version)})["model_version"])
+        found = self._call("GET", "/model-versions/get", {"name": name, "version": str(version)}, absent=(*MISSING, "INVALID_PARAMETER_VALUE"))
+        return self._view(found["model_version"])
 
     def metrics(self, run_id: str) -> dict[str, float]:
         run = self._call("GET", "/runs/get", {"run_id": run_id})["run"]

@@ -59,54 +59,60 @@ class SqliteStore:
                 raise
             db.execute("COMMIT")
 
-    def _version(self, db: sqlite3.Connection, name: str, version: str) -> Version:
+    def _version(self, db: sqlite3.Connection, name: str, version: int) -> Version:
         row = db.execute(
             "SELECT run_id, creation_time FROM model_versions WHERE workspace = ? AND name = ? AND version = ? AND current_stage != 'Deleted_Internal'",
-            (WORKSPACE, name, int(version)),
+            (WORKSPACE, name, version),
         ).fetchone()
         if row is None:
             raise NotFound(f"registered model {name!r} has no version {version} in {self.uri}")
-        tags = dict(db.execute("SELECT key, value FROM model_version_tags WHERE workspace = ? AND name = ? AND version = ?", (WORKSPACE, name, int(version))))
-        return Version(name=name, version=str(int(version)), run_id=row[0] or None, tags=tags, created_ms=int(row[1] or 0))
+        tags = dict(db.execute("SELECT key, value FROM model_version_tags WHERE workspace = ? AND name = ? AND version = ?", (WORKSPACE, name, version)))
+        return Version(name=name, version=str(version), run_id=row[0] or None, tags=tags, created_ms=int(row[1] or 0))
 
     def version(self, name: str, version: str) -> Version:
-        _check_version(version)
+        number = _number(version)
         with self._db() as db:
-            return self._version(db, name, version)
+            return self._version(db, name, number)
 
     def by_alias(self, name: str, alias: str) -> Version | None:
         with self._db() as db:
             row = db.execute("SELECT version FROM registered_model_aliases WHERE workspace = ? AND name = ? AND alias = ?", (WORKSPACE, name, alias)).fetchone()
-            return None if row is None else self._version(db, name, str(row[0]))
+            return None if row is None else self._version(db, name, int(row[0]))
 
     def metrics(self, run_id: str) -> dict[str, float]:
         with self._db() as db:
             rows = db.execute("SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ?", (run_id,)).fetchall()
         return {key: float("nan") if is_nan else float(value) for key, value, is_nan in rows}
 
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        _check_version(version)
+    def _write_version(self, name: str, version: int, sql: str, rows: list[tuple[object, ...]]) -> None:
+        """Run ``sql`` over ``rows`` in one transaction, once the version is known to exist."""
         with self._db() as db:
             self._version(db, name, version)
-            db.execute(
-                "INSERT INTO registered_model_aliases (workspace, name, alias, version) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (workspace, name, alias) DO UPDATE SET version = excluded.version",
-                (WORKSPACE, name, alias, int(version)),
-            )
+            db.executemany(sql, rows)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        number = _number(version)
+        self._write_version(
+            name,
+            number,
+            "INSERT INTO registered_model_aliases (workspace, name, alias, version) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (workspace, name, alias) DO UPDATE SET version = excluded.version",
+            [(WORKSPACE, name, alias, number)],
+        )
 
     def delete_alias(self, name: str, alias: str) -> None:
         with self._db() as db:
             db.execute("DELETE FROM registered_model_aliases WHERE workspace = ? AND name = ? AND alias = ?", (WORKSPACE, name, alias))
 
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
-        _check_version(version)
-        with self._db() as db:
-            self._version(db, name, version)
-            db.executemany(
-                "INSERT INTO model_version_tags (workspace, key, name, version, value) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (workspace, key, name, version) DO UPDATE SET value = excluded.value",
-                [(WORKSPACE, key, name, int(version), value) for key, value in tags.items()],
-            )
+        number = _number(version)
+        self._write_version(
+            name,
+            number,
+            "INSERT INTO model_version_tags (workspace, key, name, version, value) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (workspace, key, name, version) DO UPDATE SET value = excluded.value",
+            [(WORKSPACE, key, name, number, value) for key, value in tags.items()],
+        )
 
     def _experiment(self, db: sqlite3.Connection, experiment: str) -> tuple[int, str] | None:
         row = db.execute("SELECT experiment_id, artifact_location FROM experiments WHERE workspace = ? AND name = ? AND lifecycle_stage = 'active'", (WORKSPACE, experiment)).fetchone()
@@ -145,7 +151,9 @@ class SqliteStore:
         ClientStore(self.settings, self.uri).log_run(experiment, run_name, tags)
 
 
-def _check_version(version: str) -> None:
+def _number(version: str) -> int:
+    """A version number; :class:`NotFound` for anything else (MLflow's versions are whole numbers)."""
     if not str(version).isdigit():
         raise NotFound(f"{version!r} is not a model version number")
+    return int(version)
 
