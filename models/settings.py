@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -87,6 +87,27 @@ class _Reader:
     def names(self, name: str) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.env.get(name, "").split(",") if part.strip())
 
+    def tokens(self, name: str, min_length: int = 16) -> frozenset[str]:
+        """Secrets from ``name`` (comma-separated) and from the file ``<name>_FILE`` (one a line, ``#`` comments).
+
+        The message of a failure names the variable, never a token.
+        """
+        found = list(self.names(name))
+        file = self.text(f"{name}_FILE")
+        if file:
+            try:
+                lines = Path(file).expanduser().read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(f"{name}_FILE={file!r} cannot be read ({type(exc).__name__})") from None
+            from_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            if not from_file:
+                raise SettingsError(f"{name}_FILE={file!r} holds no token")
+            found += from_file
+        for i, token in enumerate(found, 1):
+            if len(token) < min_length or any(c.isspace() or not c.isprintable() for c in token):
+                raise SettingsError(f"token {i} of {name} is not a token: at least {min_length} printable characters without spaces")
+        return frozenset(found)
+
 
 @dataclass(frozen=True)
 class ServingSettings:
@@ -128,6 +149,10 @@ class ServingSettings:
     """``ZOO_GC_FREEZE``: freeze the start-up heap out of the garbage collector's reach."""
     access_log: bool = True
     """``ZOO_ACCESS_LOG``: BentoML's access log."""
+    api_tokens: frozenset[str] = field(default=frozenset(), repr=False)
+    """``ZOO_API_TOKENS`` and ``ZOO_API_TOKENS_FILE``: bearer tokens the task and inference routes ask for (none: open)."""
+    metrics_tokens: frozenset[str] = field(default=frozenset(), repr=False)
+    """``ZOO_METRICS_TOKENS`` and ``ZOO_METRICS_TOKENS_FILE``: bearer tokens ``/metrics`` asks for (none: open)."""
 
     @classmethod
     def read(cls, r: _Reader) -> "ServingSettings":
@@ -152,6 +177,8 @@ class ServingSettings:
             wait_budget_ms=r.number("ZOO_WAIT_BUDGET_MS", 0.0, minimum=0.0) or None,
             gc_freeze=r.flag("ZOO_GC_FREEZE", True),
             access_log=r.flag("ZOO_ACCESS_LOG", True),
+            api_tokens=r.tokens("ZOO_API_TOKENS"),
+            metrics_tokens=r.tokens("ZOO_METRICS_TOKENS"),
         )
 
 

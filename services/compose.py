@@ -27,7 +27,7 @@ def build(name: str, cls: type[ZooService], doc: str) -> Any:
     cls.__doc__ = doc
     service = bentoml.service(**service_options(name, cls.compute_bound))(cls)
     service.mount_asgi_app(protocol_app(), path="/v2", name="inference-protocol")
-    return with_middleware(service, cls.routes(), serving().max_body_bytes, cls.api_tasks())
+    return with_middleware(service, cls.routes(), serving(), cls.api_tasks())
 
 
 def single_task_service(api: type[ZooService], compute_bound: bool = False) -> Any:

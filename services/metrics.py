@@ -19,6 +19,7 @@ class ZooMetrics:
     unknown_inputs: Counter
     model_ready: Gauge
     overloads: Counter
+    unauthorized: Counter
 
 
 @cache
@@ -38,4 +39,5 @@ def zoo_metrics() -> ZooMetrics:
         ),
         model_ready=Gauge("zoo_model_ready", "1 when a model of the task is loaded and serving, else 0", ["task"], multiprocess_mode="livemin"),
         overloads=Counter("zoo_overload_rejections", "Requests refused with 503: the model's queue was full or the wait budget ran out", ["task", "reason"]),
+        unauthorized=Counter("zoo_unauthorized_requests", "Requests refused with 401: no valid bearer token", ["route"]),
     )

@@ -1,4 +1,4 @@
-"""The ASGI middleware of the task routes: the body-size cap, the version header, rejection counts."""
+"""The ASGI middleware of the task routes: bearer tokens, the body-size cap, the version header, rejection counts."""
 
 from __future__ import annotations
 
@@ -6,15 +6,27 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from models.settings import ServingSettings
+
+from services.auth import Tokens, unauthorized
 from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
 from services.metrics import zoo_metrics
 
 
 class ZooMiddleware:
-    """Caps request bodies (by ``Content-Length`` and by the bytes that arrive, chunked or not), names the model version."""
+    """Asks for a bearer token where configured; caps request bodies (by ``Content-Length`` and by the bytes that arrive, chunked or not); names the model version."""
 
-    def __init__(self, app: Any, routes: dict[str, str], max_body_bytes: int, tasks: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: Any,
+        routes: dict[str, str],
+        max_body_bytes: int,
+        tasks: list[str] | tuple[str, ...] = (),
+        api_tokens: Tokens | None = None,
+        metrics_tokens: Tokens | None = None,
+    ) -> None:
         self.app, self.routes, self.max_body_bytes, self.tasks = app, routes, max_body_bytes, set(tasks)
+        self.api_tokens, self.metrics_tokens = api_tokens or Tokens(()), metrics_tokens or Tokens(())
 
     def task_of(self, path: str) -> str | None:
         """The task a path belongs to: a task route, or ``/v2/models/<task>/...`` of the inference protocol."""
@@ -34,10 +46,16 @@ class ZooMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope.get("path") == "/v2":  # the protocol's server metadata, without a redirect
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
-        task = self.task_of(scope.get("path", "")) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path: str = scope.get("path", "")
+        task = self.task_of(path)
+        headers = dict(scope.get("headers", []))
+        tokens = self.metrics_tokens if path == "/metrics" else self.api_tokens if task or path.startswith("/v2/models") else None
+        if tokens is not None and not tokens.admit(headers):
+            return await unauthorized("metrics" if path == "/metrics" else task or "inference-protocol")(scope, receive, send)
         if task is None:
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_body_bytes:
             return await self._too_large(task, str(int(length)))(scope, receive, send)
@@ -87,7 +105,14 @@ class ZooMiddleware:
             if not rejected:  # the app's own failure: not ours to hide
                 raise
 
-def with_middleware(service: Any, routes: dict[str, str], max_body_bytes: int, tasks: list[str]) -> Any:
+def with_middleware(service: Any, routes: dict[str, str], settings: ServingSettings, tasks: list[str]) -> Any:
     """Attach :class:`ZooMiddleware` to a BentoML service for ``routes`` (route -> task) and the tasks' protocol routes."""
-    service.add_asgi_middleware(ZooMiddleware, routes=routes, max_body_bytes=max_body_bytes, tasks=tasks)
+    service.add_asgi_middleware(
+        ZooMiddleware,
+        routes=routes,
+        max_body_bytes=settings.max_body_bytes,
+        tasks=tasks,
+        api_tokens=Tokens(settings.api_tokens),
+        metrics_tokens=Tokens(settings.metrics_tokens),
+    )
     return service

@@ -181,7 +181,7 @@ PROJECT_FILES = frozenset(
     f"tests/integration/{name}.py"
     for name in (
         "test_bento", "test_flow", "test_follow", "test_inference_protocol", "test_prometheus", "test_promotion", "test_schedule",
-        "test_service", "test_service_images", "test_service_sales", "test_service_sentiment",
+        "test_service", "test_service_auth", "test_service_images", "test_service_sales", "test_service_sentiment",
     )
 )
 """The test files that use the session's trained ``project`` (and its ``served`` server).

@@ -70,3 +70,29 @@ def test_the_readme_documents_every_setting() -> None:
     read = set(re.findall(r'"(ZOO_[A-Z0-9_]+)"', (PROJECT_ROOT / "models" / "settings.py").read_text())) - {"ZOO_SERVE_MODEL_PREFIX"}
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert read and not [v for v in sorted(read) if f"`{v}`" not in readme]
+
+
+def test_bearer_tokens_from_a_variable_and_a_file(tmp_path: Path) -> None:
+    import pytest
+
+    from models.settings import SettingsError
+
+    a, b, c = "a" * 16, "token-from-file-0123", "metrics-token-0123456"
+    file = tmp_path / "tokens"
+    file.write_text(f"# comment\n\n  {b}  \n")
+    s = Settings.from_env({"ZOO_HOME": str(tmp_path), "ZOO_API_TOKENS": f"{a}, ", "ZOO_API_TOKENS_FILE": str(file), "ZOO_METRICS_TOKENS": c})
+    assert s.serving.api_tokens == {a, b} and s.serving.metrics_tokens == {c}
+    assert not {a, b, c} & set(repr(s).split("'"))  # no token in a repr (nor in a log line made from one)
+    assert Settings.from_env({"ZOO_HOME": str(tmp_path)}).serving.api_tokens == frozenset()
+    for env, message in (
+        ({"ZOO_API_TOKENS": "short"}, "token 1 of ZOO_API_TOKENS"),
+        ({"ZOO_API_TOKENS": "has a space inside it"}, "token 1 of ZOO_API_TOKENS"),
+        ({"ZOO_API_TOKENS_FILE": str(tmp_path / "missing")}, "ZOO_API_TOKENS_FILE="),
+        ({"ZOO_METRICS_TOKENS_FILE": str(tmp_path)}, "ZOO_METRICS_TOKENS_FILE="),  # a folder
+    ):
+        with pytest.raises(SettingsError, match=message) as refused:
+            Settings.from_env({"ZOO_HOME": str(tmp_path), **env})
+        assert "short" not in str(refused.value) and "inside" not in str(refused.value)
+    (tmp_path / "empty").write_text("# nothing\n")
+    with pytest.raises(SettingsError, match="holds no token"):
+        Settings.from_env({"ZOO_HOME": str(tmp_path), "ZOO_API_TOKENS_FILE": str(tmp_path / "empty")})

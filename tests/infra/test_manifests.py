@@ -182,6 +182,8 @@ def test_each_task_has_a_deployment_serving_it_with_probes(overlay: str, task: s
     assert env["ZOO_TASKS"] == task
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZOO_HOME", "ZOO_POLL_SECONDS", "ZOO_SERVE_REGISTRY"} <= set(env)
+    tokens = next(item for item in container["env"] if item["name"] == "ZOO_API_TOKENS")  # callers need a bearer token
+    assert tokens["valueFrom"]["secretKeyRef"] == {"name": "zoo-api-tokens", "key": "tokens"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
         get = container[probe]["httpGet"]
@@ -237,7 +239,7 @@ def test_config_and_secret_references_resolve(overlay: str) -> None:
     docs = render(overlay)
     maps = by_kind(docs, "ConfigMap")
     secrets = documented_secrets()
-    assert set(secrets) == {"mlflow-server", "zoo-s3", "mlflow-serving", "mlflow-trainer"}
+    assert set(secrets) == {"mlflow-server", "zoo-s3", "mlflow-serving", "mlflow-trainer", "zoo-api-tokens"}
     assert by_kind(docs, "Secret") == {}, "secrets are created with kubectl, never rendered from the repository"
     used_secrets = set()
     for where, spec in pod_specs(docs).items():
@@ -410,6 +412,12 @@ def test_compose_runs_the_whole_stack() -> None:
     services = compose()["services"]
     required = {"postgres", "minio", "mlflow", "prefect-server", "prefect-worker", "prometheus", "grafana"}
     assert required | {f"zoo-{task}" for task in TASKS} <= set(services)
+
+
+def test_compose_services_ask_callers_for_a_token() -> None:
+    services = compose()["services"]
+    for task in TASKS:
+        assert services[f"zoo-{task}"]["environment"]["ZOO_API_TOKENS"], task
 
 
 def test_long_running_compose_services_have_healthchecks() -> None:
