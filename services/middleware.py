@@ -7,7 +7,6 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from models.settings import ServingSettings
-
 from services.auth import Tokens, unauthorized
 from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
 from services.metrics import zoo_metrics
