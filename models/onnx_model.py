@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,10 @@ from models.store.names import MODEL_FILE, SPEC_FILE
 
 class ChecksumError(GuardFailed, RuntimeError):
     """An artifact's bytes do not match the sha256 recorded at registration."""
+
+
+class UnsafeModel(GuardFailed, ValueError):
+    """A model or spec unlike what registration writes (external data, a malformed spec): refused before any use."""
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -91,7 +96,17 @@ def make_session(model: bytes, threads: int | None = None, accelerate: bool = Tr
     if threads:
         opts.intra_op_num_threads = threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, sess_options=opts, providers=providers(accelerate))
+    # A registered model is one self-contained file. External data (CVE-2022-25882's path traversal among
+    # them) could only come from this empty folder, which ONNX Runtime confines it to: none loads.
+    with tempfile.TemporaryDirectory(prefix="zoo-no-external-data-") as empty:
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+        try:
+            return ort.InferenceSession(model, sess_options=opts, providers=providers(accelerate))
+        except Exception as exc:
+            text = str(exc)
+            if "external data" in text.lower() or "model_path must not be empty" in text:
+                raise UnsafeModel("the ONNX model names external data (weights in other files); a registered model is one self-contained file, so it is refused") from None
+            raise
 
 
 def reference_inputs(spec: dict[str, Any], batch: int = 1, seed: int = 0) -> list[np.ndarray]:
@@ -109,6 +124,43 @@ def reference_inputs(spec: dict[str, Any], batch: int = 1, seed: int = 0) -> lis
         else:
             out.append(np.ones(shape, dtype=tensor["dtype"]))
     return out
+
+
+def parse_spec(data: bytes) -> dict[str, Any]:
+    """``spec.json``, refused with the field that is wrong unless it has the shape every spec has.
+
+    A JSON object with the task's name and its tensors (``name``, a numpy ``dtype``, a ``shape`` of sizes and
+    axis names); the task's own fields are checked by its serving hooks, before the model is put in service.
+    """
+
+    def refuse(why: str) -> UnsafeModel:
+        return UnsafeModel(f"{SPEC_FILE} is refused: {why}")
+
+    try:
+        spec = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise refuse(f"not JSON ({exc})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("task"), str):
+        raise refuse("not an object with a task name")
+    for group in ("inputs", "outputs"):
+        tensors = spec.get(group)
+        if not isinstance(tensors, list) or not tensors:
+            raise refuse(f"{group} must be a list of tensors")
+        for i, t in enumerate(tensors):
+            where = f"{group}[{i}]"
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not isinstance(t.get("dtype"), str):
+                raise refuse(f"{where} needs a name and a dtype, both strings")
+            try:
+                np.dtype(t["dtype"])
+            except TypeError:
+                raise refuse(f"{where}.dtype {t['dtype']!r} is not a numpy dtype") from None
+            shape = t.get("shape")
+            if not isinstance(shape, list) or not all(isinstance(d, str) or (type(d) is int and d >= 0) for d in shape):
+                raise refuse(f"{where}.shape must be a list of sizes and axis names")
+    sizes = spec.get("reference_sizes", {})
+    if not isinstance(sizes, dict) or not all(isinstance(k, str) and type(v) is int and v > 0 for k, v in sizes.items()):
+        raise refuse("reference_sizes must map axis names to positive sizes")
+    return spec
 
 
 @dataclass
@@ -131,7 +183,13 @@ class OnnxModel:
             if sha256_bytes(data) != expected:
                 raise ChecksumError(f"{name} in {folder} does not match its recorded sha256")
             blobs[name] = data
-        return cls(make_session(blobs[MODEL_FILE], threads), json.loads(blobs[SPEC_FILE]), version)
+        spec = parse_spec(blobs[SPEC_FILE])
+        session = make_session(blobs[MODEL_FILE], threads)
+        names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+        declared = [t["name"] for t in spec["inputs"]], [t["name"] for t in spec["outputs"]]
+        if names != declared:
+            raise UnsafeModel(f"{SPEC_FILE} declares inputs and outputs {declared}, the model has {names}: refused")
+        return cls(session, spec, version)
 
     @property
     def input_names(self) -> list[str]:
