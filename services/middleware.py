@@ -9,7 +9,9 @@ from starlette.responses import JSONResponse
 from models.settings import ServingSettings
 from services.auth import Tokens, unauthorized
 from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
+from services.errors import multipart_problem, rewritten
 from services.metrics import zoo_metrics
+from services.openapi import amend
 
 
 class ZooMiddleware:
@@ -42,6 +44,27 @@ class ZooMiddleware:
         message = f"request body is {size} bytes; the limit is {self.max_body_bytes}"
         return JSONResponse({"error": message, "reason": reason}, status_code=413, headers={REJECTION_HEADER: reason})
 
+    async def _documented(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """BentoML's OpenAPI document, with the task routes' 413, 503 and 401 declared (:mod:`services.openapi`)."""
+        start: dict[str, Any] = {}
+        parts: list[bytes] = []
+
+        async def held(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            parts.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(parts)
+            if start.get("status") == 200:
+                body = amend(body, set(self.routes), bool(self.api_tokens))
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, held)
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope.get("path") == "/v2":  # the protocol's server metadata, without a redirect
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
@@ -53,6 +76,8 @@ class ZooMiddleware:
         tokens = self.metrics_tokens if path == "/metrics" else self.api_tokens if task or path.startswith("/v2/models") else None
         if tokens is not None and not tokens.admit(headers):
             return await unauthorized("metrics" if path == "/metrics" else task or "inference-protocol")(scope, receive, send)
+        if path == "/docs.json":
+            return await self._documented(scope, receive, send)
         if task is None:
             return await self.app(scope, receive, send)
         length = headers.get(b"content-length", b"0")
@@ -66,6 +91,10 @@ class ZooMiddleware:
             return await JSONResponse({"error": message, "reason": reason}, status_code=400, headers={REJECTION_HEADER: reason})(scope, receive, send)
         received = 0
         started = rejected = False
+        multipart = ctype.startswith("multipart/form-data")
+        chunks: list[bytes] = []  # a multipart body, kept to tell a malformed one from a server error
+        held: dict[str, Any] | None = None  # BentoML's own error answer, until its body is read
+        held_body: list[bytes] = []
 
         async def counted_receive() -> dict[str, Any]:
             nonlocal received, rejected
@@ -74,6 +103,8 @@ class ZooMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                if multipart:
+                    chunks.append(message.get("body", b""))
                 if received > self.max_body_bytes:
                     # Answer 413 now; the app sees the client gone and whatever it sends is dropped.
                     rejected = True
@@ -83,19 +114,36 @@ class ZooMiddleware:
             return message
 
         async def send_with_headers(message: dict[str, Any]) -> None:
-            nonlocal started
+            nonlocal started, held
             if rejected:
                 return
             if message["type"] == "http.response.start":
                 started = True
                 out = list(message.get("headers", []))
                 names = {k.lower() for k, _ in out}
-                status = message["status"]
-                if 400 <= status < 500 and REJECTION_HEADER.lower().encode() not in names:
-                    zoo_metrics().rejections.labels(task, "invalid_request").inc()
                 if VERSION_HEADER.lower().encode() not in names:
                     out.append((VERSION_HEADER.lower().encode(), LOADED_VERSIONS.get(task, "none").encode()))
                 message = {**message, "headers": out}
+                if message["status"] >= 400 and REJECTION_HEADER.lower().encode() not in names:
+                    held = message  # BentoML's own answer: sent once its body shows whether it needs rewriting
+                    return
+            elif message["type"] == "http.response.body" and held is not None:
+                held_body.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                start, body, held = held, b"".join(held_body), None
+                problem = await multipart_problem(scope, chunks) if multipart and start["status"] == 500 else None
+                answer = rewritten(start["status"], body, problem)
+                status = answer[0] if answer else start["status"]
+                if 400 <= status < 500:
+                    zoo_metrics().rejections.labels(task, answer[1]["reason"] if answer else "invalid_request").inc()
+                if answer is None:
+                    await send(start)
+                    return await send({"type": "http.response.body", "body": body})
+                reply = JSONResponse(answer[1], status_code=status, headers={REJECTION_HEADER: answer[1]["reason"]})
+                headers = [*reply.raw_headers, (VERSION_HEADER.lower().encode(), LOADED_VERSIONS.get(task, "none").encode())]
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                return await send({"type": "http.response.body", "body": reply.body})
             await send(message)
 
         try:

@@ -33,8 +33,8 @@ class API(ZooService, task="recommend"):
     @bentoml.api(route="/rate")
     async def rate(
         self,
-        user_ids: Annotated[list[Id], Field(description="user ids, paired with movie_ids")],
-        movie_ids: Annotated[list[Id], Field(description="movie ids, same length as user_ids")],
+        user_ids: Annotated[list[Id], Field(min_length=1, description="user ids, paired with movie_ids; at most ZOO_MAX_PAIRS (default 10,000)")],
+        movie_ids: Annotated[list[Id], Field(min_length=1, description="movie ids, same length as user_ids")],
         ctx: bentoml.Context,
     ) -> Ratings:
         """Predicted ratings for (user, movie) pairs; unknown ids are flagged."""

@@ -16,7 +16,7 @@ class API(ZooService, task="sales"):
     @bentoml.api(route="/sales")
     async def sales(
         self,
-        records: Annotated[list[SalesRecord], Field(description="store-days to predict, like rows of Kaggle's test.csv")],
+        records: Annotated[list[SalesRecord], Field(min_length=1, description="store-days to predict, like rows of Kaggle's test.csv; at least one, at most ZOO_MAX_RECORDS (default 10,000)")],
         ctx: bentoml.Context,
     ) -> SalesResult:
         """Predicted sales for each record (0 when the store is closed).

@@ -16,7 +16,7 @@ class API(ZooService, task="sentiment"):
     @bentoml.api(route="/sentiment")
     async def sentiment(
         self,
-        texts: Annotated[list[str], Field(description="texts to classify (movie reviews), at most ZOO_MAX_TEXTS (default 64)")],
+        texts: Annotated[list[str], Field(min_length=1, description="texts to classify (movie reviews), at least one, at most ZOO_MAX_TEXTS (default 64)")],
         ctx: bentoml.Context,
     ) -> SentimentResult:
         """The sentiment of each text: its label and probability; long texts are cut to their last tokens and flagged."""

@@ -29,7 +29,9 @@ class SegmentResult(BaseModel):
     classes: list[str] = Field(description="class names; a mask pixel value v means classes[v]")
     shares: list[ClassShare] = Field(description="classes present in the mask, largest share first")
     mask_png: str = Field(description="base64 PNG, 8-bit greyscale, the input's size: one class index per pixel")
-    overlay_png: str | None = Field(None, description="base64 PNG of the mask's colours over the photo (with overlay=true)")
+    overlay_png: str | None = Field(
+        None, description="base64 PNG of the mask's colours over the photo (with overlay=true), else null", json_schema_extra={"nullable": True}
+    )
 
 
 class SegmentServing(Serving):

@@ -1,0 +1,49 @@
+"""The service's OpenAPI document, amended with what the platform adds to BentoML's routes.
+
+BentoML declares 200, 400, 404 and 500 for each API. The task routes also
+answer 413 (over a size cap), 503 with ``Retry-After`` (no model loaded, or its
+queue is full) and, with ``ZOO_API_TOKENS``, 401; those are declared here, with
+the platform's error body, so that clients and fuzzers generated from the
+document know them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+ERROR = {
+    "type": "object",
+    "title": "ZooError",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "title": "Message"},
+        "reason": {"type": "string", "title": "Reason", "description": "a machine-readable kind of refusal, also sent as X-Zoo-Rejection"},
+        "detail": {"type": "string", "title": "Error Detail"},
+    },
+}
+
+
+def _response(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ZooError"}}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def amend(document: bytes, routes: set[str], tokens: bool) -> bytes:
+    """BentoML's ``/docs.json`` with the task routes' other answers declared."""
+    spec = json.loads(document)
+    spec.setdefault("components", {}).setdefault("schemas", {})["ZooError"] = ERROR
+    retry = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+    for route in routes:
+        for operation in spec.get("paths", {}).get(route, {}).values():
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("413", _response("Content Too Large: the body, an image's pixels or a list over its cap"))
+            responses.setdefault("503", _response("Service Unavailable: no model loaded, or its queue is full", retry))
+            if tokens:
+                responses.setdefault("401", _response("Unauthorized: no valid bearer token"))
+                operation["security"] = [{"bearer": []}]
+    if tokens:
+        spec["components"].setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
+    return json.dumps(spec).encode()
