@@ -2,7 +2,7 @@
 
 For ``SOAK_MINUTES`` (10): ``SOAK_CLIENTS`` (8) closed-loop clients send every API's request
 (weighted towards the cheap ones), one more sends image requests and hangs up after 20 ms.
-Meanwhile ``SOAK_CYCLES`` (200) promote/rollback cycles move ``recommend``'s ``champion``
+After the first minute, ``SOAK_CYCLES`` (200) promote/rollback cycles move ``recommend``'s ``champion``
 between two versions, each cycle waiting until the service answers with the new one.
 Reported per minute: requests, 5xx, other errors, hang-ups, p50/p99 and the RSS of every server
 process; and ``/rate``'s median latency and the server's RSS after the first and the last cycle.
@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import champions, env_int, fmt, settings, stamp, stamp_markdown, write_results  # noqa: E402
 from bench.http_level import Api, bento_server, build_apis  # noqa: E402
 
+WARM_UP_SECONDS = 60.0
+"""The swaps start after the first minute of load: by then every worker has loaded and warmed every model."""
 WEIGHTS = {"rate": 6, "recommend": 6, "sales": 6, "sentiment": 3, "classify": 3, "segment": 1, "superres": 1}
 
 
@@ -113,6 +115,7 @@ async def cycles(url: str, store: Any, rate: Api, versions: tuple[str, str], n: 
     import httpx
 
     done, took = 0, []
+    await asyncio.sleep(min(WARM_UP_SECONDS, max(0.0, until - time.monotonic() - 60)))  # the first minute warms every model up
     async with httpx.AsyncClient(timeout=60) as client:
         while done < n and time.monotonic() < until:
             target = versions[(done + 1) % 2]
