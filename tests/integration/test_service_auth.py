@@ -25,7 +25,9 @@ def guarded(project: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     tokens = root / "tokens"
     tokens.write_text(f"# one token a line\n{TOKEN}\n\n{OTHER}\n")
     log = root / "serve.log"
-    with live_server(project, log, task="recommend", env={"ZOO_API_TOKENS_FILE": str(tokens), "ZOO_METRICS_TOKENS": METRICS}) as url:
+    # Its own BENTOML_HOME: a starting server clears the Prometheus files there, which the session's server writes too.
+    env = {"ZOO_API_TOKENS_FILE": str(tokens), "ZOO_METRICS_TOKENS": METRICS, "BENTOML_HOME": str(root / "bentoml")}
+    with live_server(project, log, task="recommend", env=env) as url:
         yield url, log
 
 
