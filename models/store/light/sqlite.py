@@ -47,11 +47,11 @@ class SqliteStore:
         return cls(settings, uri, path) if revision in KNOWN_REVISIONS else None
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection whose block is one transaction: committed when it ends, rolled back on an error."""
+    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection whose block is one transaction (taking the write lock at once when ``write``): committed when it ends, rolled back on an error."""
         with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
             db.execute("PRAGMA foreign_keys = ON")
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
             except BaseException:
@@ -86,7 +86,7 @@ class SqliteStore:
 
     def _write_version(self, name: str, version: int, sql: str, rows: list[tuple[object, ...]]) -> None:
         """Run ``sql`` over ``rows`` in one transaction, once the version is known to exist."""
-        with self._db() as db:
+        with self._db(write=True) as db:
             self._version(db, name, version)
             db.executemany(sql, rows)
 
@@ -101,7 +101,7 @@ class SqliteStore:
         )
 
     def delete_alias(self, name: str, alias: str) -> None:
-        with self._db() as db:
+        with self._db(write=True) as db:
             db.execute("DELETE FROM registered_model_aliases WHERE workspace = ? AND name = ? AND alias = ?", (WORKSPACE, name, alias))
 
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
@@ -132,7 +132,7 @@ class SqliteStore:
             return [dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", run)) for run in runs]
 
     def log_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> None:
-        with self._db() as db:
+        with self._db(write=True) as db:
             found = self._experiment(db, experiment)
             if found is not None:
                 experiment_id, location = found
