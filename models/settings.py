@@ -21,6 +21,9 @@ from typing import TypeVar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+FAILPOINTS = ("train", "export", "register")
+"""Where a retrain can be made to die for chaos testing: after the first epoch, after the ONNX file is written,
+and after the model version is created but before ``challenger`` points at it."""
 
 
 class SettingsError(ValueError):
@@ -86,6 +89,13 @@ class _Reader:
 
     def names(self, name: str) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.env.get(name, "").split(",") if part.strip())
+
+    def subset(self, name: str, known: tuple[str, ...]) -> tuple[str, ...]:
+        values = self.names(name)
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise SettingsError(f"{name}: {', '.join(map(repr, unknown))} not among {', '.join(known)}")
+        return values
 
     def tokens(self, name: str, min_length: int = 16) -> frozenset[str]:
         """Secrets from ``name`` (comma-separated) and from the file ``<name>_FILE`` (one a line, ``#`` comments).
@@ -211,6 +221,8 @@ class Settings:
     """``ZOO_PROD_MODEL_PREFIX``: the name prefix of production registered models."""
     sales_data: Path | None = None
     """``ZOO_SALES_DATA``: Kaggle's Rossmann files to ingest instead of the generated sample."""
+    failpoints: tuple[str, ...] = ()
+    """``ZOO_FAILPOINTS``: chaos testing only: the retrain kills itself with SIGKILL at these points (see :mod:`models.faults`)."""
     serving: ServingSettings = ServingSettings()
 
     @classmethod
@@ -242,6 +254,7 @@ class Settings:
             prod_registry_uri=r.text("ZOO_PROD_REGISTRY_URI") or registry,
             prod_model_prefix=r.text("ZOO_PROD_MODEL_PREFIX", "prod."),
             sales_data=path("ZOO_SALES_DATA"),
+            failpoints=r.subset("ZOO_FAILPOINTS", FAILPOINTS),
             serving=ServingSettings.read(r),
         )
 

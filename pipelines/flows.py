@@ -25,6 +25,7 @@ from prefect.tasks import exponential_backoff
 
 from models.errors import DataProblem
 from models.export import ExportResult, check_task_parity, export_onnx, quantize_task
+from models.faults import failpoint
 from models.onnx_model import accelerated_providers
 from models.plots import learning_curves
 from models.registry import get_task
@@ -35,7 +36,7 @@ from models.store.runs import RunLog
 from models.task import Dataset, Task, TrainConfig
 from models.training.loop import FitResult
 from models.training.recipe import Recipe
-from pipelines import ingest, versions
+from pipelines import ingest, recovery, versions
 
 log = logging.getLogger(__name__)
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "cache_policy": NO_CACHE}
@@ -145,7 +146,7 @@ def train(ctx: RunContext, data: Dataset, progress: bool) -> FitResult:
     result = ctx.recipe.train(
         data,
         checkpoint_dir=ctx.settings.checkpoints / ctx.task.name / ctx.run.run_id,
-        listeners=[ctx.run.epoch_listener],
+        listeners=[ctx.run.epoch_listener, lambda _: failpoint(ctx.settings, "train")],
         progress=progress,
     )
     return result
@@ -178,6 +179,7 @@ def export(ctx: RunContext, data: Dataset, result: FitResult, out_dir: Path) -> 
     """Export to ONNX and check parity on held-out inputs; a failure stops the flow."""
     t, module = ctx.task, ctx.recipe.export_module(result.net)
     path = export_onnx(t, module, data.spec, data.valid_x, out_dir / "model.onnx")
+    failpoint(ctx.settings, "export")
     checked = check_task_parity(t, module, path, data.spec, data)
     figures = {"onnx_max_abs_diff": checked.max_abs_diff}
     accelerated = accelerated_providers()
@@ -237,17 +239,26 @@ def retrain(
 
     Ends early (state ``Skipped``) when the champion or challenger was trained on
     the same data and code, unless ``force``. With ``auto_promote`` the new
-    version is promoted when it passes the promotion gates.
+    version is promoted when it passes the promotion gates. Holds the task's
+    retrain lock (:mod:`pipelines.recovery`): a second retrain of the task refuses
+    to start, and one that finds a killed retrain's record clears up after it first.
     """
+    settings = Settings.from_env()
+    settings.apply()
+    t = get_task(task)
+    cfg = t.config(config, **(overrides or {}))
+    with recovery.retrain_lock(settings, task) as lock:
+        return _retrain(settings, t, config, cfg, lock, progress, force, auto_promote)
+
+
+def _retrain(settings: Settings, t: Task, config: str, cfg: TrainConfig, lock: recovery.RetrainLock, progress: bool, force: bool, auto_promote: bool) -> Any:
+    """The body of :func:`retrain`, run while holding the task's retrain lock."""
     from prefect.artifacts import create_markdown_artifact
     from prefect.states import Completed
 
     from pipelines import promotion
 
-    settings = Settings.from_env()
-    settings.apply()
-    t = get_task(task)
-    cfg = t.config(config, **(overrides or {}))
+    task = t.name
     data_version = pull_data(settings)
     data_hash, code_hash = versions.task_data_hash(settings, t), versions.code_hash(t, cfg)
     same = None if force else versions.already_trained(settings, task, data_hash, code_hash)
@@ -267,13 +278,16 @@ def retrain(
     }
     validate_data(t, cfg, settings)
     ctx = RunContext(settings, t, config, cfg, t.recipe(cfg), RunLog.start(settings, f"{task}-{config}", tags), tags)
+    lock.record(run_id=ctx.run.run_id)
     try:
         ctx.run.params(cfg, config)
         ctx.run.dataset(f"{task}:{','.join(t.datasets)}", data_hash, f"{settings.project_root / ingest.DVC_FILE}@{data_version.git_commit}", {"datasets": list(t.datasets), "data_dvc_md5": data_version.data_hash})
         data = load_data(ctx)
         result = train(ctx, data, progress)
         metrics = {**baselines(ctx, data), **evaluate(ctx, data, result)}
-        with tempfile.TemporaryDirectory(dir=settings.home) as tmp:
+        scratch = recovery.scratch_dir(settings, task)
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
             exported = export(ctx, data, result, Path(tmp))
             model_version = register(ctx, data, exported)
         if exported.served_metric is not None:  # e.g. INT8: the registered model's own metric

@@ -27,7 +27,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     """The command line itself is wrong (Click's own code)."""
     BLOCKED = 3
-    """A promotion gate failed: nothing changed."""
+    """A promotion gate failed, or another retrain of the task is running: nothing changed."""
     DATA = 4
     """The data is missing, cannot be fetched, or fails its schema: nothing was trained."""
     NOT_FOUND = 5

@@ -199,7 +199,10 @@ class ZooService:
             if current is None:
                 self.problems[task] = f"version {version} could not be loaded: {exc}"
             return False
-        remember(self.settings, mv)
+        try:
+            remember(self.settings, mv)
+        except OSError as exc:  # e.g. a full disk: the new version serves, a cold start would find the previous record
+            log.error("serving %s version %s, but could not record it in the cache: %s", task, version, exc)
         return True
 
     def _follow(self) -> None:

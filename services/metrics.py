@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from functools import cache
 
@@ -20,6 +21,7 @@ class ZooMetrics:
     model_ready: Gauge
     overloads: Counter
     unauthorized: Counter
+    loop_tasks: Gauge
 
 
 @cache
@@ -40,4 +42,21 @@ def zoo_metrics() -> ZooMetrics:
         model_ready=Gauge("zoo_model_ready", "1 when a model of the task is loaded and serving, else 0", ["task"], multiprocess_mode="livemin"),
         overloads=Counter("zoo_overload_rejections", "Requests refused with 503: the model's queue was full or the wait budget ran out", ["task", "reason"]),
         unauthorized=Counter("zoo_unauthorized_requests", "Requests refused with 401: no valid bearer token", ["route"]),
+        loop_tasks=Gauge("zoo_event_loop_tasks", "asyncio tasks alive in the worker's event loop (sampled every 5 s)", multiprocess_mode="liveall"),
     )
+
+
+_sampler: set[asyncio.Task[None]] = set()
+LOOP_SAMPLE_SECONDS = 5.0
+
+
+def watch_event_loop() -> None:
+    """Sample this worker's asyncio task count into ``zoo_event_loop_tasks`` (started once, from a request)."""
+    if not _sampler:
+        _sampler.add(asyncio.get_running_loop().create_task(_sample_tasks(zoo_metrics().loop_tasks)))
+
+
+async def _sample_tasks(gauge: Gauge) -> None:
+    while True:
+        gauge.set(len(asyncio.all_tasks()) - 1)  # not counting this sampler
+        await asyncio.sleep(LOOP_SAMPLE_SECONDS)

@@ -10,7 +10,7 @@ from models.settings import ServingSettings
 from services.auth import Tokens, unauthorized
 from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
 from services.errors import multipart_problem, rewritten
-from services.metrics import zoo_metrics
+from services.metrics import watch_event_loop, zoo_metrics
 from services.openapi import amend
 
 
@@ -70,6 +70,7 @@ class ZooMiddleware:
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        watch_event_loop()
         path: str = scope.get("path", "")
         task = self.task_of(path)
         headers = dict(scope.get("headers", []))

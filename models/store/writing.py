@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from models.faults import failpoint
 from models.onnx_model import MODEL_FILE, SPEC_FILE, ChecksumError, OnnxModel, sha256_bytes, sha256_file
 from models.settings import Settings
 from models.store.connect import client
@@ -30,6 +31,8 @@ def signature(task: Task, spec: Spec) -> Any:
 
 def register(settings: Settings, task: Task, run_id: str, onnx_path: Path, spec: Spec, example: tuple[np.ndarray, ...], tags: dict[str, str]) -> str:
     """Log the ONNX model with its spec in run ``run_id``, verify the stored bytes, register it and point ``challenger`` at it.
+
+    Moving the alias is the commit: a version whose alias could not be set is deleted again.
 
     Returns the new version number.
     """
@@ -61,7 +64,12 @@ def register(settings: Settings, task: Task, run_id: str, onnx_path: Path, spec:
     version_tags = {**tags, Tag.METRIC: task.metric_name, Tag.HIGHER_IS_BETTER: str(task.higher_is_better).lower()}
     version_tags.update({Tag.sha256(k): v for k, v in expected.items()})
     mv = mlflow.register_model(info.model_uri, task.name, tags=version_tags)
-    c.set_registered_model_alias(task.name, CHALLENGER, mv.version)
+    try:
+        failpoint(settings, "register")
+        c.set_registered_model_alias(task.name, CHALLENGER, mv.version)
+    except BaseException:  # no version without its alias; a SIGKILL here is cleared up by the next retrain
+        c.delete_model_version(task.name, mv.version)
+        raise
     return str(mv.version)
 
 

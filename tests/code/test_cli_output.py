@@ -61,9 +61,36 @@ def test_the_concrete_errors_are_of_their_kind() -> None:
         assert exit_code(guard) is ExitCode.GUARD
     assert exit_code(DataValidationError("t", ["p"])) is ExitCode.DATA and exit_code(IngestError("x")) is ExitCode.DATA
     assert exit_code(UnknownTask("nope")) is ExitCode.NOT_FOUND
+    from pipelines.recovery import RetrainRunning
+
+    assert exit_code(RetrainRunning("x")) is ExitCode.BLOCKED
 
 
 def test_an_unexpected_error_is_not_hidden() -> None:
     with pytest.raises(ZeroDivisionError):
         with reported():
             1 / 0
+
+
+def test_a_full_disk_is_said_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+    import sqlite3
+
+    from pipelines.cli import out_of_space
+
+    def chained() -> None:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as exc:
+            raise RuntimeError("(sqlite3.OperationalError) could not write the run") from exc
+
+    with pytest.raises(RuntimeError) as info:
+        chained()
+    assert out_of_space(info.value) and out_of_space(OSError(errno.ENOSPC, "No space left on device"))
+    assert not out_of_space(OSError(errno.EACCES, "Permission denied")) and not out_of_space(ValueError("disk"))
+    with pytest.raises(typer.Exit) as exited:
+        with reported():
+            raise OSError(errno.ENOSPC, "No space left on device", "/z/checkpoints/last.ckpt")
+    line = capsys.readouterr().err.strip()
+    assert exited.value.exit_code == ExitCode.ERROR and "\n" not in line
+    assert line.startswith("error: out of disk space") and "free space under ZOO_HOME" in line and "last.ckpt" in line

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import make_project, project_env, zoo_cli
+from mlflow import MlflowClient
 
 from models.registry import get_task
 from models.settings import Settings
 from models.store import connect, reading
 from models.store.names import CHALLENGER, CHAMPION
-from pipelines import flows, ingest
+from pipelines import flows, ingest, recovery
+from pipelines.output import ExitCode
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +106,7 @@ def _boom(*args, **kwargs):
     raise RuntimeError("injected failure")
 
 
-@pytest.mark.parametrize("step", ["load-data", "train", "evaluate", "export", "register"])
+@pytest.mark.parametrize("step", ["load-data", "train", "evaluate", "export", "register", "alias"])
 def test_a_failure_at_any_step_registers_nothing(fresh: Settings, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
     targets = {
         "load-data": (type(get_task("recommend")), "load"),
@@ -108,6 +114,7 @@ def test_a_failure_at_any_step_registers_nothing(fresh: Settings, step: str, mon
         "evaluate": (flows, "learning_curves"),
         "export": (flows, "export_onnx"),
         "register": (flows.writing, "register"),
+        "alias": (MlflowClient, "set_registered_model_alias"),  # the version exists by then: it is deleted again
     }
     owner, name = targets[step]
     monkeypatch.setattr(owner, name, _boom)
@@ -168,3 +175,37 @@ def test_auto_promote_only_through_the_gates(fresh: Settings, monkeypatch: pytes
     assert str(reading.by_alias(c, "recommend", CHAMPION).version) == passed.version
     last = promotion.history(fresh, "recommend")[-1]
     assert last["operator"] == "scheduler" and last["version"] == passed.version
+
+
+def test_a_retrain_killed_at_registration_is_cleared_up_by_the_next(fresh: Settings) -> None:
+    """SIGKILL after the version is created and before challenger moves: the next retrain deletes it and starts clean."""
+    c = connect.client(fresh)
+    before = versions(fresh, "recommend")
+    aliases = {a: reading.by_alias(c, "recommend", a).version for a in (CHAMPION, CHALLENGER)}
+    zoo = Path(sys.executable).with_name("zoo")
+    killed = subprocess.run([str(zoo), "train", "recommend", "--config", "tiny", "--force"], env={**os.environ, "ZOO_FAILPOINTS": "register"},
+                            capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = versions(fresh, "recommend") - before
+    assert len(left) == 1  # created, never aliased
+    assert {a: reading.by_alias(c, "recommend", a).version for a in aliases} == aliases
+    dead_run = c.get_model_version("recommend", left.pop()).run_id
+    assert c.get_run(dead_run).info.status == "RUNNING"
+    assert json.loads(recovery.lock_path(fresh, "recommend").read_text())["run_id"] == dead_run
+
+    result = flows.retrain("recommend", "tiny", progress=False, force=True)
+    assert versions(fresh, "recommend") == before | {result.version}
+    assert reading.by_alias(c, "recommend", CHALLENGER).version == result.version
+    assert reading.by_alias(c, "recommend", CHAMPION).version == aliases[CHAMPION]
+    assert c.get_run(dead_run).info.status == "KILLED"
+    assert recovery.lock_path(fresh, "recommend").read_text() == ""  # a finished retrain leaves nothing to clear up
+    assert not recovery.scratch_dir(fresh, "recommend").exists()
+
+
+def test_a_second_retrain_of_a_task_is_refused_while_one_runs(fresh: Settings) -> None:
+    before = versions(fresh, "recommend")
+    with recovery.retrain_lock(fresh, "recommend"):
+        result = zoo_cli("train", "recommend", "--config", "tiny", "--force")
+        assert result.exit_code == ExitCode.BLOCKED
+        assert "another retrain of recommend is running" in result.stderr and f"pid {os.getpid()}" in result.stderr
+    assert versions(fresh, "recommend") == before

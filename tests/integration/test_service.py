@@ -144,6 +144,7 @@ def test_health_and_metrics(server: str) -> None:
     assert 'zoo_predictions_total{model_version="' in text
     assert 'zoo_input_rejections_total{reason="length_mismatch",task="recommend"}' in text
     assert "bentoml_service_request_total" in text
+    assert re.search(r'zoo_event_loop_tasks\{pid="\d+"\} [1-9]', text)  # each worker's asyncio tasks, sampled from its first request on
 
 
 def test_not_ready_without_a_champion(tmp_path: Path, mirror: Path, project: Settings) -> None:

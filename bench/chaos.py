@@ -1,0 +1,387 @@
+"""Faults under load: what fails, what survives, what is left behind.
+
+Each scenario runs against a real ``bentoml serve`` (or a real retrain) on a copy of the
+registry ``make demo`` left, with steady load from closed-loop clients, and checks its goals:
+
+- ``worker-kill``: one worker of the all-tasks Bento is killed with SIGKILL; the server starts a
+  new one, and only requests that were in flight when it died fail.
+- ``hang-ups``: clients hang up mid-upload and mid-response, ``CHAOS_HANGUPS`` (1,000) of each;
+  afterwards every worker holds the file descriptors, event-loop tasks and memory it held before.
+- ``registry-restart``: a real ``mlflow server`` on PostgreSQL is stopped and started again
+  under load: no request fails, and a promotion made after it came back is served.
+- ``retrain-kill`` and ``disk-full``: see :mod:`bench.chaos_retrain`.
+
+    python bench/chaos.py                    # after make demo; writes bench/results/chaos.{json,md}
+    CHAOS_SCENARIOS=worker-kill,hang-ups python bench/chaos.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import champions, env_int, env_list, settings, stamp, stamp_markdown, write_results  # noqa: E402
+from bench.http_level import Api, Server, bento_server, build_apis, free_port, wait_http  # noqa: E402
+from bench.soak import WEIGHTS  # noqa: E402
+
+SCENARIOS = ("worker-kill", "hang-ups", "registry-restart", "retrain-kill", "disk-full")
+PG = "postgresql://postgres@127.0.0.1:5432"
+Record = tuple[float, float, str, Any, str]
+"""(start, end, API, HTTP status or error name, model version)."""
+
+
+async def load(url: str, apis: list[Api], stop: asyncio.Event, records: list[Record], seed: int) -> None:
+    """One closed-loop client over the weighted mix of APIs until ``stop``."""
+    import httpx
+
+    rnd = random.Random(seed)
+    weights = [WEIGHTS.get(a.name, 1) for a in apis]
+    async with httpx.AsyncClient(timeout=60) as client:
+        while not stop.is_set():
+            api = rnd.choices(apis, weights)[0]
+            t0 = time.monotonic()
+            try:
+                r = await client.post(url + api.route, content=api.body, headers={"content-type": api.ctype})
+                records.append((t0, time.monotonic(), api.name, r.status_code, r.headers.get("x-model-version", "")))
+            except httpx.HTTPError as exc:
+                records.append((t0, time.monotonic(), api.name, type(exc).__name__, ""))
+
+
+def failed(records: list[Record]) -> list[Record]:
+    return [r for r in records if not isinstance(r[3], int) or r[3] >= 500]
+
+
+def workers(pid: int) -> list[Any]:
+    """The server's worker processes (BentoML's arbiter's children that run the service)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return [p for p in root.children(recursive=True) if "worker" in " ".join(p.cmdline()) or "_service" in " ".join(p.cmdline())]
+
+
+def goal(text: str, met: bool, figure: str = "") -> dict[str, Any]:
+    return {"goal": text, "met": bool(met), "figure": figure}
+
+
+# ------------------------------------------------------------------------------------------------ worker-kill
+
+
+async def worker_kill(server: Server, apis: list[Api], clients: int) -> dict[str, Any]:
+    """SIGKILL one worker 20 s into the load; keep the load on until a new worker has served for 20 s."""
+    import psutil
+
+    stop, records = asyncio.Event(), []
+    loaders = [asyncio.create_task(load(server.url, apis, stop, records, seed)) for seed in range(clients)]
+    await asyncio.sleep(20)
+    before = {p.pid for p in workers(server.proc.pid)}
+    victim = min(before)
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    replaced_s, new = None, set()
+    deadline = killed_at + 240
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = {p.pid for p in workers(server.proc.pid)}
+        new = now - before
+        if new and len(now) == len(before):
+            serving = [p for p in new if any(c.status == psutil.CONN_ESTABLISHED for c in psutil.Process(p).net_connections("tcp"))]
+            if serving:
+                replaced_s = time.monotonic() - killed_at
+                break
+    await asyncio.sleep(20)
+    stop.set()
+    await asyncio.gather(*loaders)
+    bad = failed(records)
+    in_flight = [r for r in records if r[0] < killed_at < r[1]]
+    after_kill = [r for r in bad if r[0] > killed_at]
+    return {
+        "workers": len(before), "killed_pid": victim, "requests": len(records), "failed": len(bad), "in_flight_at_kill": len(in_flight),
+        "failed_started_after_kill": len(after_kill), "replacement_serving_after_s": replaced_s, "new_pids": sorted(new),
+        "goals": [
+            goal("the server starts a new worker, which serves", replaced_s is not None, f"{replaced_s:.1f} s after the kill" if replaced_s else "no new worker"),
+            goal("only requests in flight at the kill fail", len(after_kill) == 0 and len(bad) <= len(in_flight),
+                 f"{len(bad)} failed of {len(records)}; {len(in_flight)} were in flight; {len(after_kill)} failures started after the kill"),
+        ],
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ hang-ups
+
+
+def loop_tasks(url: str) -> dict[str, float]:
+    """``zoo_event_loop_tasks`` per worker pid, from ``/metrics``."""
+    import httpx
+
+    out = {}
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("zoo_event_loop_tasks{"):
+            labels, value = line.rsplit(" ", 1)
+            pid = labels.split('pid="', 1)[1].split('"', 1)[0]
+            out[pid] = float(value)
+    return out
+
+
+def resources(server: Server) -> dict[str, dict[str, float]]:
+    """Per worker: open file descriptors, TCP connections not closed, RSS (MB), event-loop tasks."""
+    import psutil
+
+    tasks = loop_tasks(server.url)
+    time.sleep(0.5)  # the scrape's own connection closes
+    out = {}
+    for p in workers(server.proc.pid):
+        conns = [c for c in p.net_connections("tcp") if c.status in (psutil.CONN_ESTABLISHED, psutil.CONN_CLOSE_WAIT)]
+        out[str(p.pid)] = {"fds": p.num_fds(), "connections": len(conns), "rss_mb": round(p.memory_info().rss / 2**20, 1), "tasks": tasks.get(str(p.pid), -1)}
+    return out
+
+
+def hang_up(host: str, port: int, api: Api, mid_upload: bool) -> None:
+    """Send ``api``'s request and close the socket: after part of the body, or right after all of it."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        body = api.body if not mid_upload else api.body + b"\0" * 200_000  # declared larger than what is sent
+        head = f"POST {api.route} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {api.ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        s.sendall(head + (body[: len(body) // 3] if mid_upload else body))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST, as a dropped client
+
+
+async def settle(server: Server, apis: list[Api]) -> None:
+    """Let the server finish what it holds, then touch every worker so each reports its tasks."""
+    import httpx
+
+    await asyncio.to_thread(server.settle, 120)
+    rate = next(a for a in apis if a.name == "rate")
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(50):  # new connections spread over the workers
+            await client.post(server.url + rate.route, content=rate.body, headers={"content-type": rate.ctype, "connection": "close"})
+    await asyncio.sleep(6)  # the task gauge is sampled every 5 s
+
+
+async def hang_ups(server: Server, apis: list[Api], n: int) -> dict[str, Any]:
+    heavy = [a for a in apis if a.name in ("classify", "segment", "superres", "sentiment")]
+    await settle(server, apis)
+    before = resources(server)
+    port = int(server.url.rsplit(":", 1)[1])
+    for i in range(n):
+        for mid_upload in (True, False):
+            await asyncio.to_thread(hang_up, "127.0.0.1", port, heavy[i % len(heavy)], mid_upload)
+    await settle(server, apis)
+    after = resources(server)
+    same = sorted(before) == sorted(after)
+    rows = {pid: {k: (before[pid][k], after[pid][k]) for k in before[pid]} for pid in before if pid in after}
+    fds_ok = same and all(a - b <= 4 for r in rows.values() for b, a in [r["fds"]])
+    conns_ok = same and all(a <= b + 1 for r in rows.values() for b, a in [r["connections"]])
+    tasks_ok = same and all(0 <= a - b <= 2 and b >= 0 for r in rows.values() for b, a in [r["tasks"]])
+    rss_ok = same and all(a <= 1.05 * b for r in rows.values() for b, a in [r["rss_mb"]])
+
+    def figure(key: str) -> str:
+        return "; ".join(f"{b:g} -> {a:g}" for r in rows.values() for b, a in [r[key]])
+
+    return {
+        "hang_ups": 2 * n, "before": before, "after": after,
+        "goals": [
+            goal("the same workers before and after", same, f"{len(before)} -> {len(after)} workers"),
+            goal("open file descriptors per worker back to where they were (at most 4 more)", fds_ok, figure("fds")),
+            goal("no TCP connection left open per worker (established or half-closed; at most 1 more)", conns_ok, figure("connections")),
+            goal("event-loop tasks per worker back to where they were (at most 2 more)", tasks_ok, figure("tasks")),
+            goal("RSS per worker within 5%", rss_ok, figure("rss_mb") + " MB"),
+        ],
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ registry-restart
+
+
+def start_mlflow(db_uri: str, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cmd = [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--backend-store-uri", db_uri,
+           "--serve-artifacts", "--artifacts-destination", str(artifacts)]  # fmt: skip
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_http(f"http://127.0.0.1:{port}/health", 120, proc)
+    return proc
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+async def registry_restart(tmp: Path, clients: int, down_s: float = 20.0) -> dict[str, Any]:
+    """The service follows an ``mlflow server`` on PostgreSQL, which goes away for ``down_s`` under load."""
+    import psycopg
+    from mlflow import MlflowClient
+
+    from models.store import writing
+    from models.store.names import CHAMPION
+
+    db = f"zoo_chaos_{os.getpid()}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    port, log = free_port(), tmp / "mlflow-server.log"
+    proc = start_mlflow(f"{PG}/{db}", tmp / "server-artifacts", port, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        dev = settings()
+        from dataclasses import replace
+
+        to_server = replace(dev, prod_registry_uri=url)
+        champ = champions(["recommend"])["recommend"]
+        name, first = writing.copy_to_prod(to_server, "recommend", champ.version)
+        _, second = writing.copy_to_prod(to_server, "recommend", champ.version)
+        server_client = MlflowClient(url, url)
+        server_client.set_registered_model_alias(name, CHAMPION, first)
+        env = {"MLFLOW_TRACKING_URI": url, "MLFLOW_REGISTRY_URI": url, "ZOO_SERVE_REGISTRY": "prod", "ZOO_TASKS": "recommend",
+               "ZOO_POLL_SECONDS": "0.5", "ZOO_HOME": str(tmp / "service-home")}  # fmt: skip
+        os.environ["BENCH_BENTO_ENV"] = ",".join(f"{k}={v}" for k, v in env.items())
+        apis = [a for a in build_apis({"recommend": champ}) if a.name in ("rate", "recommend")]
+        with bento_server(["recommend"], tmp / "registry-restart-bentoml.log") as server:
+            stop, records = asyncio.Event(), []
+            loaders = [asyncio.create_task(load(server.url, apis, stop, records, seed)) for seed in range(clients)]
+            await asyncio.sleep(10)
+            down_at = time.monotonic()
+            await asyncio.to_thread(stop_group, proc)
+            await asyncio.sleep(down_s)
+            proc = await asyncio.to_thread(start_mlflow, f"{PG}/{db}", tmp / "server-artifacts", port, log)
+            up_at = time.monotonic()
+            await asyncio.to_thread(server_client.set_registered_model_alias, name, CHAMPION, second)
+            promoted_at = time.monotonic()
+            served_at = None
+            while time.monotonic() < promoted_at + 120:
+                await asyncio.sleep(0.2)
+                if any(r[4] == second and r[0] > promoted_at for r in records[-50:]):
+                    served_at = time.monotonic()
+                    break
+            await asyncio.sleep(5)
+            stop.set()
+            await asyncio.gather(*loaders)
+    finally:
+        stop_group(proc)
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    bad = failed(records)
+    during = [r for r in records if down_at <= r[0] <= up_at]
+    took = served_at - promoted_at if served_at else None
+    return {
+        "requests": len(records), "during_outage": len(during), "failed": len(bad), "down_s": round(up_at - down_at, 1),
+        "promoted_version": second, "served_after_s": took,
+        "goals": [
+            goal("no failed request while the registry is down and after", not bad, f"{len(bad)} failed of {len(records)} ({len(during)} while it was down, {up_at - down_at:.0f} s)"),
+            goal("a promotion after the restart is served", took is not None, f"version {second} served {took:.1f} s after the alias moved" if took else "never served"),
+        ],
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def markdown(data: dict[str, Any]) -> str:
+    lines = ["# Chaos: faults under load", "", stamp_markdown(data["stamp"]), "| scenario | goal | met | figure |", "| --- | --- | --- | --- |"]
+    for name, result in data["scenarios"].items():
+        if "skipped" in result:
+            lines.append(f"| {name} | skipped | - | {result['skipped']} |")
+        for g in result.get("goals", []):
+            lines.append(f"| {name} | {g['goal']} | {'yes' if g['met'] else '**no**'} | {g['figure']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    from bench import chaos_retrain
+
+    wanted = env_list("CHAOS_SCENARIOS", SCENARIOS)
+    unknown = set(wanted) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"CHAOS_SCENARIOS: unknown {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+    clients, n_hangups = env_int("CHAOS_CLIENTS", 8), env_int("CHAOS_HANGUPS", 1000)
+    st = settings()
+    db = Path(st.registry_uri.removeprefix("sqlite:///"))
+    if not st.registry_uri.startswith("sqlite:///") or not db.is_file():
+        raise SystemExit(f"bench/chaos.py runs on a copy of the embedded registry make demo leaves; none at {st.registry_uri}")
+    results: dict[str, Any] = {}
+    stores = (st.artifact_root, st.checkpoints)  # the retrains on the registry's copy write here: removed afterwards
+    before = set().union(*(new_folders(r) for r in stores))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        shutil.copy(db, tmp / "mlflow.db")
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        os.environ.update({"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri})
+        runs: dict[str, Callable[[], Any]] = {}
+        if {"worker-kill", "hang-ups"} & set(wanted):
+            champs = champions(sorted(WEIGHTS.keys() - {"rate"}))
+            apis = build_apis(champs)
+            os.environ["BENCH_BENTO_ENV"] = "ZOO_WORKERS=2"
+            with bento_server(sorted(champs), tmp / "bentoml.log") as server:
+                if "hang-ups" in wanted:
+                    results["hang-ups"] = run_one("hang-ups", lambda: asyncio.run(hang_ups(server, apis, n_hangups)))
+                if "worker-kill" in wanted:
+                    results["worker-kill"] = run_one("worker-kill", lambda: asyncio.run(worker_kill(server, apis, clients)))
+        if "registry-restart" in wanted:
+            runs["registry-restart"] = lambda: asyncio.run(registry_restart(tmp, clients))
+        if "retrain-kill" in wanted:
+            runs["retrain-kill"] = lambda: chaos_retrain.retrain_kill(tmp)
+        if "disk-full" in wanted:
+            runs["disk-full"] = lambda: chaos_retrain.disk_full(tmp)
+        try:
+            for name, fn in runs.items():
+                results[name] = run_one(name, fn)
+        finally:
+            remove_new(before, set().union(*(new_folders(r) for r in stores)))
+    data = {"stamp": stamp(), "clients": clients, "scenarios": {k: results[k] for k in SCENARIOS if k in results}}
+    _, md = write_results("chaos", data, markdown(data))
+    print(md.read_text())
+    missed = [f"{k}: {g['goal']}" for k, r in results.items() for g in r.get("goals", []) if not g["met"]]
+    if missed:
+        raise SystemExit("chaos goals not met:\n  " + "\n  ".join(missed))
+
+
+def new_folders(root: Path, depth: int = 3) -> set[Path]:
+    """Every folder under ``root`` down to ``depth`` levels."""
+    found: set[Path] = set()
+    level = [root] if root.is_dir() else []
+    for _ in range(depth):
+        level = [c for f in level for c in f.iterdir() if c.is_dir()]
+        found.update(level)
+    return found
+
+
+def remove_new(before: set[Path], after: set[Path]) -> list[Path]:
+    """Remove the folders that appeared (the top-most of each new tree)."""
+    new = after - before
+    top = sorted(f for f in new if f.parent not in new)
+    for folder in top:
+        shutil.rmtree(folder, ignore_errors=True)
+    return top
+
+
+def run_one(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    print(f"chaos: {name} ...", flush=True)
+    t0 = time.monotonic()
+    result = fn()
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    for g in result.get("goals", []):
+        print(f"  {'ok ' if g['met'] else 'NO '} {g['goal']}: {g['figure']}", flush=True)
+    if "skipped" in result:
+        print(f"  skipped: {result['skipped']}", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
