@@ -9,7 +9,9 @@ record there knows the previous one died, and clears up before it starts:
 - the dead run is marked ``KILLED`` in MLflow (it would stay ``RUNNING`` for ever);
 - model versions the dead run created that no alias points to are deleted (a kill between
   creating the version and moving ``challenger`` to it leaves such a version);
-- its scratch folder (the ONNX export) and its checkpoints are removed.
+- its scratch folder (the ONNX export) and its checkpoints are removed;
+- the processes it had started and that outlived it are stopped (on one machine, Prefect's
+  temporary API server: a SIGKILLed parent cannot stop it).
 
 A version an alias points to is never deleted: the registration finished before the kill.
 """
@@ -46,6 +48,7 @@ class Recovered:
     run_id: str | None = None
     deleted_versions: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
 
     def __str__(self) -> str:
         parts = [f"a retrain (pid {self.pid}) died without finishing"]
@@ -55,6 +58,8 @@ class Recovered:
             parts.append(f"versions it left without an alias were deleted: {', '.join(self.deleted_versions)}")
         if self.removed:
             parts.append(f"{len(self.removed)} scratch folder(s) removed")
+        if self.stopped:
+            parts.append(f"processes it left running were stopped: {', '.join(map(str, self.stopped))}")
         return "; ".join(parts)
 
 
@@ -65,7 +70,11 @@ class RetrainLock:
         self._handle, self.state = handle, state
 
     def record(self, **values: Any) -> None:
-        self.state.update(values)
+        """Add ``values`` and this process's children (pid, start time) to the record."""
+        import psutil
+
+        kids = psutil.Process().children(recursive=True)
+        self.state.update(values, children=[[k.pid, k.create_time()] for k in kids])
         self._write(self.state)
 
     def _write(self, state: dict[str, Any] | None) -> None:
@@ -137,9 +146,30 @@ def recover(settings: Settings, task: str, state: dict[str, Any]) -> Recovered:
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
                 found.removed.append(str(folder))
+    found.stopped = _stop_children(state.get("children") or [])
     if found.run_id:
         found.deleted_versions = _kill_run(settings, task, found.run_id)
     return found
+
+
+def _stop_children(children: list[list[float]]) -> list[int]:
+    """Stop the recorded processes still alive (the same pid and start time, so never a reused pid)."""
+    import psutil
+
+    alive = []
+    for pid, started in children:
+        try:
+            proc = psutil.Process(int(pid))
+            if abs(proc.create_time() - float(started)) < 0.01:
+                alive.append(proc)
+        except (psutil.Error, ValueError, TypeError):
+            continue
+    for proc in alive:
+        proc.terminate()
+    _, left = psutil.wait_procs(alive, timeout=10)
+    for proc in left:
+        proc.kill()
+    return [p.pid for p in alive]
 
 
 def _kill_run(settings: Settings, task: str, run_id: str) -> list[str]:
