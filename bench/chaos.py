@@ -5,8 +5,9 @@ registry ``make demo`` left, with steady load from closed-loop clients, and chec
 
 - ``worker-kill``: one worker of the all-tasks Bento is killed with SIGKILL; the server starts a
   new one, and only requests that were in flight when it died fail.
-- ``hang-ups``: clients hang up mid-upload and mid-response, ``CHAOS_HANGUPS`` (1,000) of each;
-  afterwards every worker holds the file descriptors, event-loop tasks and memory it held before.
+- ``hang-ups``: two rounds of ``CHAOS_HANGUPS`` (500) clients hanging up mid-upload and as many
+  mid-response; afterwards every worker holds the file descriptors, connections and event-loop
+  tasks it held before, and the second round adds no memory.
 - ``registry-restart``: a real ``mlflow server`` on PostgreSQL is stopped and started again
   under load: no request fails, and a promotion made after it came back is served.
 - ``retrain-kill`` and ``disk-full``: see :mod:`bench.chaos_retrain`.
@@ -68,8 +69,15 @@ def workers(pid: int) -> list[Any]:
     """The server's worker processes (BentoML's arbiter's children that run the service)."""
     import psutil
 
-    root = psutil.Process(pid)
-    return [p for p in root.children(recursive=True) if "worker" in " ".join(p.cmdline()) or "_service" in " ".join(p.cmdline())]
+    out = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+            if p.status() != psutil.STATUS_ZOMBIE and ("worker" in cmd or "_service" in cmd):
+                out.append(p)
+        except psutil.Error:  # gone, or a zombie not yet reaped
+            continue
+    return out
 
 
 def goal(text: str, met: bool, figure: str = "") -> dict[str, Any]:
@@ -80,40 +88,41 @@ def goal(text: str, met: bool, figure: str = "") -> dict[str, Any]:
 
 
 async def worker_kill(server: Server, apis: list[Api], clients: int) -> dict[str, Any]:
-    """SIGKILL one worker 20 s into the load; keep the load on until a new worker has served for 20 s."""
+    """SIGKILL one worker 20 s into the load; keep the load on until a new worker has served, and 20 s more."""
+    import httpx
     import psutil
 
     stop, records = asyncio.Event(), []
     loaders = [asyncio.create_task(load(server.url, apis, stop, records, seed)) for seed in range(clients)]
     await asyncio.sleep(20)
-    before = {p.pid for p in workers(server.proc.pid)}
+    before = {p.pid: p for p in workers(server.proc.pid)}
     victim = min(before)
+    held = sum(1 for c in before[victim].net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED)
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     replaced_s, new = None, set()
-    deadline = killed_at + 240
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        now = {p.pid for p in workers(server.proc.pid)}
-        new = now - before
-        if new and len(now) == len(before):
-            serving = [p for p in new if any(c.status == psutil.CONN_ESTABLISHED for c in psutil.Process(p).net_connections("tcp"))]
-            if serving:
-                replaced_s = time.monotonic() - killed_at
-                break
+    rate = next(a for a in apis if a.name == "rate")
+    async with httpx.AsyncClient(timeout=30) as probe:
+        while time.monotonic() < killed_at + 240 and replaced_s is None:
+            await asyncio.sleep(0.5)
+            new = {p.pid for p in workers(server.proc.pid)} - set(before)
+            if new:  # fresh connections until the new worker has answered some (its pid shows in /metrics)
+                await probe.post(server.url + rate.route, content=rate.body, headers={"content-type": rate.ctype, "connection": "close"})
+                if {str(p) for p in new} & set(await asyncio.to_thread(loop_tasks, server.url)):
+                    replaced_s = time.monotonic() - killed_at
     await asyncio.sleep(20)
     stop.set()
     await asyncio.gather(*loaders)
     bad = failed(records)
     in_flight = [r for r in records if r[0] < killed_at < r[1]]
-    after_kill = [r for r in bad if r[0] > killed_at]
+    late = [r for r in bad if r[0] > killed_at + 1.0]
     return {
-        "workers": len(before), "killed_pid": victim, "requests": len(records), "failed": len(bad), "in_flight_at_kill": len(in_flight),
-        "failed_started_after_kill": len(after_kill), "replacement_serving_after_s": replaced_s, "new_pids": sorted(new),
+        "workers": len(before), "killed_pid": victim, "connections_of_killed": held, "requests": len(records), "failed": len(bad),
+        "in_flight_at_kill": len(in_flight), "failed_later_than_1s": len(late), "replacement_serving_after_s": replaced_s, "new_pids": sorted(new),
         "goals": [
             goal("the server starts a new worker, which serves", replaced_s is not None, f"{replaced_s:.1f} s after the kill" if replaced_s else "no new worker"),
-            goal("only requests in flight at the kill fail", len(after_kill) == 0 and len(bad) <= len(in_flight),
-                 f"{len(bad)} failed of {len(records)}; {len(in_flight)} were in flight; {len(after_kill)} failures started after the kill"),
+            goal("only requests on the killed worker's connections fail, none later than 1 s after", not late and len(bad) <= held,
+                 f"{len(bad)} failed of {len(records)}; the killed worker held {held} connections, {len(in_flight)} requests were in flight"),
         ],
     }  # fmt: skip
 
@@ -168,34 +177,50 @@ async def settle(server: Server, apis: list[Api]) -> None:
     await asyncio.sleep(6)  # the task gauge is sampled every 5 s
 
 
+async def warm_up(server: Server, apis: list[Api], rounds: int = 20) -> None:
+    """Complete requests of every API over several connections, so each worker's models and arenas have their working size."""
+    import httpx
+
+    async def one(seed: int) -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            for api in apis * rounds:
+                await client.post(server.url + api.route, content=api.body, headers={"content-type": api.ctype})
+
+    await asyncio.gather(*(one(seed) for seed in range(4)))
+
+
 async def hang_ups(server: Server, apis: list[Api], n: int) -> dict[str, Any]:
     heavy = [a for a in apis if a.name in ("classify", "segment", "superres", "sentiment")]
+    await warm_up(server, apis)
     await settle(server, apis)
     before = resources(server)
     port = int(server.url.rsplit(":", 1)[1])
-    for i in range(n):
-        for mid_upload in (True, False):
-            await asyncio.to_thread(hang_up, "127.0.0.1", port, heavy[i % len(heavy)], mid_upload)
-    await settle(server, apis)
-    after = resources(server)
-    same = sorted(before) == sorted(after)
-    rows = {pid: {k: (before[pid][k], after[pid][k]) for k in before[pid]} for pid in before if pid in after}
-    fds_ok = same and all(a - b <= 4 for r in rows.values() for b, a in [r["fds"]])
-    conns_ok = same and all(a <= b + 1 for r in rows.values() for b, a in [r["connections"]])
-    tasks_ok = same and all(0 <= a - b <= 2 and b >= 0 for r in rows.values() for b, a in [r["tasks"]])
-    rss_ok = same and all(a <= 1.05 * b for r in rows.values() for b, a in [r["rss_mb"]])
+    rounds = []
+    for _ in range(2):  # the first round may grow ONNX Runtime's arenas to the batches it makes; a leak grows in both
+        for i in range(n):
+            for mid_upload in (True, False):
+                await asyncio.to_thread(hang_up, "127.0.0.1", port, heavy[i % len(heavy)], mid_upload)
+        await settle(server, apis)
+        rounds.append(resources(server))
+    first, after = rounds
+    same = sorted(before) == sorted(first) == sorted(after)
+    rows = {pid: {k: (before[pid][k], first[pid][k], after[pid][k]) for k in before[pid]} for pid in before if pid in after and pid in first}
+    fds_ok = same and all(a - b <= 4 for r in rows.values() for b, _, a in [r["fds"]])
+    conns_ok = same and all(a <= b + 1 for r in rows.values() for b, _, a in [r["connections"]])
+    tasks_ok = same and all(0 <= a - b <= 2 and b >= 0 for r in rows.values() for b, _, a in [r["tasks"]])
+    rss_ok = same and all(a <= 1.05 * f for r in rows.values() for _, f, a in [r["rss_mb"]])
 
     def figure(key: str) -> str:
-        return "; ".join(f"{b:g} -> {a:g}" for r in rows.values() for b, a in [r[key]])
+        return "; ".join(" -> ".join(f"{v:g}" for v in r[key]) for r in rows.values())
 
     return {
-        "hang_ups": 2 * n, "before": before, "after": after,
+        "hang_ups": 4 * n, "before": before, "after_first_round": first, "after": after,
         "goals": [
             goal("the same workers before and after", same, f"{len(before)} -> {len(after)} workers"),
             goal("open file descriptors per worker back to where they were (at most 4 more)", fds_ok, figure("fds")),
             goal("no TCP connection left open per worker (established or half-closed; at most 1 more)", conns_ok, figure("connections")),
             goal("event-loop tasks per worker back to where they were (at most 2 more)", tasks_ok, figure("tasks")),
-            goal("RSS per worker within 5%", rss_ok, figure("rss_mb") + " MB"),
+            goal("RSS per worker: the second round of hang-ups adds under 5%", rss_ok, figure("rss_mb") + " MB (before, after round 1, after round 2)"),
         ],
     }  # fmt: skip
 
@@ -310,7 +335,7 @@ def main() -> None:
     unknown = set(wanted) - set(SCENARIOS)
     if unknown:
         raise SystemExit(f"CHAOS_SCENARIOS: unknown {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
-    clients, n_hangups = env_int("CHAOS_CLIENTS", 8), env_int("CHAOS_HANGUPS", 1000)
+    clients, n_hangups = env_int("CHAOS_CLIENTS", 8), env_int("CHAOS_HANGUPS", 500)
     st = settings()
     db = Path(st.registry_uri.removeprefix("sqlite:///"))
     if not st.registry_uri.startswith("sqlite:///") or not db.is_file():

@@ -57,7 +57,7 @@ class Recovered:
         if self.deleted_versions:
             parts.append(f"versions it left without an alias were deleted: {', '.join(self.deleted_versions)}")
         if self.removed:
-            parts.append(f"{len(self.removed)} scratch folder(s) removed")
+            parts.append(f"its scratch and checkpoint folders were removed ({len(self.removed)})")
         if self.stopped:
             parts.append(f"processes it left running were stopped: {', '.join(map(str, self.stopped))}")
         return "; ".join(parts)
