@@ -6,7 +6,8 @@ dies, SIGKILL included, but the record stays: it is emptied only when the retrai
 itself (finished or failed with an exception). A retrain that takes the lock and finds a
 record there knows the previous one died, and clears up before it starts:
 
-- the dead run is marked ``KILLED`` in MLflow (it would stay ``RUNNING`` for ever);
+- the dead run is marked ``KILLED`` in MLflow (it would stay ``RUNNING`` for ever), unless a
+  version it registered has an alias (its registration finished before the kill);
 - model versions the dead run created that no alias points to are deleted (a kill between
   creating the version and moving ``challenger`` to it leaves such a version);
 - its scratch folder (the ONNX export) and its checkpoints are removed;
@@ -49,11 +50,12 @@ class Recovered:
     deleted_versions: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     stopped: list[int] = field(default_factory=list)
+    run_killed: bool = False
 
     def __str__(self) -> str:
         parts = [f"a retrain (pid {self.pid}) died without finishing"]
         if self.run_id:
-            parts.append(f"its MLflow run {self.run_id} is marked KILLED")
+            parts.append(f"its MLflow run {self.run_id} is marked KILLED" if self.run_killed else f"its MLflow run {self.run_id} had registered a version behind an alias: kept")
         if self.deleted_versions:
             parts.append(f"versions it left without an alias were deleted: {', '.join(self.deleted_versions)}")
         if self.removed:
@@ -148,7 +150,7 @@ def recover(settings: Settings, task: str, state: dict[str, Any]) -> Recovered:
                 found.removed.append(str(folder))
     found.stopped = _stop_children(state.get("children") or [])
     if found.run_id:
-        found.deleted_versions = _kill_run(settings, task, found.run_id)
+        found.deleted_versions, found.run_killed = _kill_run(settings, task, found.run_id)
     return found
 
 
@@ -172,21 +174,26 @@ def _stop_children(children: list[list[float]]) -> list[int]:
     return [p.pid for p in alive]
 
 
-def _kill_run(settings: Settings, task: str, run_id: str) -> list[str]:
+def _kill_run(settings: Settings, task: str, run_id: str) -> tuple[list[str], bool]:
+    """Delete the run's versions without an alias; mark it KILLED unless one has an alias. Returns (deleted, marked)."""
     from mlflow.exceptions import MlflowException
 
     from models.store.connect import client
 
     c = client(settings)
+    deleted, kept = [], []
+    for mv in c.search_model_versions(f"name='{task}' and run_id='{run_id}'"):
+        if mv.aliases:
+            kept.append(mv.version)
+        else:
+            c.delete_model_version(task, mv.version)
+            deleted.append(str(mv.version))
+    if kept:  # a version behind an alias: its registration finished
+        return deleted, False
     try:
-        if c.get_run(run_id).info.status == "RUNNING":
-            c.set_terminated(run_id, "KILLED")
+        c.set_terminated(run_id, "KILLED")
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-    deleted = []
-    for mv in c.search_model_versions(f"name='{task}' and run_id='{run_id}'"):
-        if not mv.aliases:
-            c.delete_model_version(task, mv.version)
-            deleted.append(str(mv.version))
-    return deleted
+        return deleted, False
+    return deleted, True

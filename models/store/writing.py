@@ -57,6 +57,7 @@ def register(settings: Settings, task: Task, run_id: str, onnx_path: Path, spec:
                 extra_files=[str(spec_path)],
                 save_as_external_data=False,
             )
+        c.update_run(run_id, status="RUNNING")  # leaving start_run's block ended the run; the retrain marks it when it ends
         expected = {MODEL_FILE: sha256_bytes(model_bytes), SPEC_FILE: sha256_file(spec_path)}
     stored = _stored_checksums(settings, c.get_logged_model(info.model_id).artifact_location)
     if stored != expected:
