@@ -65,6 +65,15 @@ def failed(records: list[Record]) -> list[Record]:
     return [r for r in records if not isinstance(r[3], int) or r[3] >= 500]
 
 
+async def served_after(records: list[Record], version: str, since: float, timeout: float) -> float | None:
+    """Seconds from ``since`` until a request sent after it was answered by ``version``; ``None`` if none within ``timeout``."""
+    while time.monotonic() < since + timeout:
+        await asyncio.sleep(0.2)
+        if any(r[4] == version and r[0] > since for r in records[-50:]):
+            return time.monotonic() - since
+    return None
+
+
 def workers(pid: int) -> list[Any]:
     """The server's worker processes (BentoML's arbiter's children that run the service)."""
     import psutil
@@ -289,12 +298,7 @@ async def registry_restart(tmp: Path, clients: int, down_s: float = 20.0) -> dic
             up_at = time.monotonic()
             await asyncio.to_thread(server_client.set_registered_model_alias, name, CHAMPION, second)
             promoted_at = time.monotonic()
-            served_at = None
-            while time.monotonic() < promoted_at + 120:
-                await asyncio.sleep(0.2)
-                if any(r[4] == second and r[0] > promoted_at for r in records[-50:]):
-                    served_at = time.monotonic()
-                    break
+            took = await served_after(records, second, promoted_at, 120)
             await asyncio.sleep(5)
             stop.set()
             await asyncio.gather(*loaders)
@@ -304,7 +308,6 @@ async def registry_restart(tmp: Path, clients: int, down_s: float = 20.0) -> dic
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     bad = failed(records)
     during = [r for r in records if down_at <= r[0] <= up_at]
-    took = served_at - promoted_at if served_at else None
     return {
         "requests": len(records), "during_outage": len(during), "failed": len(bad), "down_s": round(up_at - down_at, 1),
         "promoted_version": second, "served_after_s": took,

@@ -188,7 +188,7 @@ async def _download_on_full_disk(tmp: Path, mnt: Path, task: str) -> dict[str, A
     import httpx
     from mlflow import MlflowClient
 
-    from bench.chaos import failed, load
+    from bench.chaos import failed, load, served_after
     from bench.http_level import bento_server, build_apis
     from bench.soak import second_version
 
@@ -212,20 +212,13 @@ async def _download_on_full_disk(tmp: Path, mnt: Path, task: str) -> dict[str, A
         while_full = [r for r in records if r[0] > promoted_at]
         served_while_full = sorted({r[4] for r in while_full})
         filler.unlink()
-        freed_at = time.monotonic()
-        served_at = None
-        while time.monotonic() < freed_at + 60:
-            await asyncio.sleep(0.2)
-            if any(r[4] == new and r[0] > freed_at for r in records[-50:]):
-                served_at = time.monotonic()
-                break
+        took = await served_after(records, new, time.monotonic(), 60)
         stop.set()
         await asyncio.gather(*loaders)
     c.set_registered_model_alias(task, "champion", old)
     logged = [m.group(0) for m in re.finditer(r"not loading \S+ version \S+: [^\n]*?No space left on device", log.read_text(errors="replace"))]
     failures = [ln for ln in metrics.splitlines() if ln.startswith(f'zoo_model_load_failures_total{{task="{task}"}}')]
     bad = failed(records)
-    took = served_at - freed_at if served_at else None
     return {
         "requests": len(records), "failed": len(bad), "served_while_full": served_while_full, "ready_while_full": ready, "log_lines": logged[:3], "load_failures": failures,
         "goals": [
