@@ -216,7 +216,7 @@ async def _download_on_full_disk(tmp: Path, mnt: Path, task: str) -> dict[str, A
         stop.set()
         await asyncio.gather(*loaders)
     c.set_registered_model_alias(task, "champion", old)
-    logged = [m.group(0) for m in re.finditer(r"not loading \S+ version \S+: [^\n]*?No space left on device", log.read_text(errors="replace"))]
+    logged = [m.group(0) for m in re.finditer(r"not loading \S+ version \S+: out of disk space under ZOO_HOME \([^)]*\)", log.read_text(errors="replace"))]
     failures = [ln for ln in metrics.splitlines() if ln.startswith(f'zoo_model_load_failures_total{{task="{task}"}}')]
     bad = failed(records)
     return {

@@ -1,4 +1,4 @@
-"""The kinds of failure the platform tells apart (the CLI turns each into its own exit code).
+"""The kinds of failure the platform tells apart (the CLI turns each into its own exit code), and a full disk.
 
 Concrete errors subclass one of these where they are raised (``ParityError``
 is a :class:`GuardFailed`, ``DataValidationError`` a :class:`DataProblem`, ...).
@@ -25,3 +25,18 @@ class NotFound(ZooError, LookupError):
 
 class Blocked(ZooError):
     """A promotion gate failed; nothing was changed."""
+
+
+def out_of_space(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an error behind it is a full disk (ENOSPC, or SQLite's own message for it)."""
+    import errno
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "database or disk is full" in str(exc) or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -87,27 +87,13 @@ def reported() -> Iterator[None]:
     except Exception as exc:
         if not isinstance(exc, _known_errors()):
             raise
+        from models.errors import out_of_space
         from models.store.connect import explain
 
         message = explain(exc, os.environ.get("MLFLOW_TRACKING_URI"))
         if out_of_space(exc):
             message = f"out of disk space ({message}); free space under ZOO_HOME ({Settings.from_env().home}) and run the command again"
         fail(message, exit_code(exc))
-
-
-def out_of_space(exc: BaseException | None) -> bool:
-    """Whether ``exc`` or an error behind it is a full disk (ENOSPC, or SQLite's own message for it)."""
-    import errno
-
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            return True
-        if "database or disk is full" in str(exc) or "No space left on device" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 @data_app.command("ingest")

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from starlette.responses import JSONResponse
 
+from models.errors import out_of_space
 from models.inputs import InvalidInput
 from models.onnx_model import ChecksumError, OnnxModel
 from models.registry import get_serving
@@ -195,7 +196,8 @@ class ZooService:
             if isinstance(exc, (ChecksumError, ValueError, KeyError, TypeError)):
                 self._failed[task] = version  # will not get better: wait for the alias to move
             zoo_metrics().load_failures.labels(task).inc()
-            log.error("not loading %s version %s: %s: %s", task, version, type(exc).__name__, exc)
+            why = f"out of disk space under ZOO_HOME ({self.settings.home}), tried again at the next poll" if out_of_space(exc) else type(exc).__name__
+            log.error("not loading %s version %s: %s: %s", task, version, why, " ".join(str(exc).split()))
             if current is None:
                 self.problems[task] = f"version {version} could not be loaded: {exc}"
             return False

@@ -76,7 +76,7 @@ def test_a_full_disk_is_said_in_one_line(capsys: pytest.CaptureFixture[str]) -> 
     import errno
     import sqlite3
 
-    from pipelines.cli import out_of_space
+    from models.errors import out_of_space
 
     def chained() -> None:
         try:
