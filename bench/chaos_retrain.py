@@ -188,7 +188,7 @@ async def _download_on_full_disk(tmp: Path, mnt: Path, task: str) -> dict[str, A
     import httpx
     from mlflow import MlflowClient
 
-    from bench.chaos import failed, load, served_after
+    from bench.chaos import failed, kinds, load, served_after
     from bench.http_level import bento_server, build_apis
     from bench.soak import second_version
 
@@ -220,7 +220,7 @@ async def _download_on_full_disk(tmp: Path, mnt: Path, task: str) -> dict[str, A
     failures = [ln for ln in metrics.splitlines() if ln.startswith(f'zoo_model_load_failures_total{{task="{task}"}}')]
     bad = failed(records)
     return {
-        "requests": len(records), "failed": len(bad), "served_while_full": served_while_full, "ready_while_full": ready, "log_lines": logged[:3], "load_failures": failures,
+        "requests": len(records), "failed": len(bad), "failures": kinds(records), "served_while_full": served_while_full, "ready_while_full": ready, "log_lines": logged[:3], "load_failures": failures,
         "goals": [
             goal("with the disk full, the old version keeps serving and the service stays ready", served_while_full == [old] and ready == 200,
                  f"served {served_while_full} with champion -> {new}; /readyz {ready}"),
