@@ -24,7 +24,7 @@ help:
 	@echo "make bench-ops  the ops commands' wall time (after make demo)"
 	@echo "make fuzz   Schemathesis over every operation of the all-tasks service (after make demo)"
 	@echo "make soak   sustained load, hang-ups and champion swaps (after make demo; SOAK_MINUTES=10)"
-	@echo "make chaos  workers, the registry and retrains killed, hang-ups, a full disk, under load (after make demo)"
+	@echo "make chaos  a worker killed, the registry restarted, hang-ups, retrains killed, a full disk (after make demo)"
 
 # --no-compile: Python byte-compiles lazily what is imported (most of the ~290 packages never are).
 $(STAMP): pyproject.toml constraints.txt
