@@ -40,8 +40,8 @@ from bench.soak import WEIGHTS  # noqa: E402
 
 SCENARIOS = ("worker-kill", "hang-ups", "registry-restart", "retrain-kill", "disk-full")
 PG = "postgresql://postgres@127.0.0.1:5432"
-Record = tuple[float, float, str, Any, str]
-"""(start, end, API, HTTP status or error name, model version)."""
+Record = tuple[float, float, str, Any, str, str]
+"""(start, end, API, HTTP status or error name, model version, the service's rejection reason)."""
 
 
 async def load(url: str, apis: list[Api], stop: asyncio.Event, records: list[Record], seed: int) -> None:
@@ -56,9 +56,9 @@ async def load(url: str, apis: list[Api], stop: asyncio.Event, records: list[Rec
             t0 = time.monotonic()
             try:
                 r = await client.post(url + api.route, content=api.body, headers={"content-type": api.ctype})
-                records.append((t0, time.monotonic(), api.name, r.status_code, r.headers.get("x-model-version", "")))
+                records.append((t0, time.monotonic(), api.name, r.status_code, r.headers.get("x-model-version", ""), r.headers.get("x-zoo-rejection", "")))
             except httpx.HTTPError as exc:
-                records.append((t0, time.monotonic(), api.name, type(exc).__name__, ""))
+                records.append((t0, time.monotonic(), api.name, type(exc).__name__, "", ""))
 
 
 def failed(records: list[Record]) -> list[Record]:
@@ -66,10 +66,10 @@ def failed(records: list[Record]) -> list[Record]:
 
 
 def kinds(records: list[Record]) -> dict[str, int]:
-    """How many failed, by API and status or error."""
+    """How many failed, by API, status or error, and the service's reason (``X-Zoo-Rejection``)."""
     from collections import Counter
 
-    return dict(Counter(f"{r[2]} {r[3]}" for r in failed(records)).most_common())
+    return dict(Counter(" ".join(str(x) for x in (r[2], r[3], r[5]) if x) for r in failed(records)).most_common())
 
 
 async def served_after(records: list[Record], version: str, since: float, timeout: float) -> float | None:
