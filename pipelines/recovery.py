@@ -143,11 +143,11 @@ def _describe(text: str) -> str:
 def recover(settings: Settings, task: str, state: dict[str, Any]) -> Recovered:
     """Clear up after the dead retrain whose lock record is ``state``."""
     found = Recovered(pid=state.get("pid"), run_id=state.get("run_id"))
-    for folder in (scratch_dir(settings, task), settings.checkpoints / task / str(found.run_id)):
-        if found.run_id is not None or folder == scratch_dir(settings, task):
-            if folder.exists():
-                shutil.rmtree(folder, ignore_errors=True)
-                found.removed.append(str(folder))
+    folders = [scratch_dir(settings, task)] + ([settings.checkpoints / task / found.run_id] if found.run_id else [])
+    for folder in folders:
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            found.removed.append(str(folder))
     found.stopped = _stop_children(state.get("children") or [])
     if found.run_id:
         found.deleted_versions, found.run_killed = _kill_run(settings, task, found.run_id)
