@@ -21,9 +21,12 @@ from typing import TypeVar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-FAILPOINTS = ("train", "export", "register")
-"""Where a retrain can be made to die for chaos testing: after the first epoch, after the ONNX file is written,
-and after the model version is created but before ``challenger`` points at it."""
+FAILPOINTS = ("train", "rank1", "export", "register")
+"""Where a retrain can be made to die for chaos testing: after the first epoch (``rank1``: only the training
+process of global rank 1, in a distributed run), after the ONNX file is written, and after the model version
+is created but before ``challenger`` points at it."""
+STRATEGIES = ("auto", "ddp", "fsdp")
+PRECISIONS = ("auto", "bf16-mixed", "16-mixed", "32-true")
 
 
 class SettingsError(ValueError):
@@ -193,6 +196,46 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class DistributedSettings:
+    """How a retrain spreads over devices and nodes; each field overrides the task config's (``None``: the config's)."""
+
+    devices: int | None = None
+    """``ZOO_DEVICES``: training processes per node (GPUs, or CPU processes); unset: the config's, else every visible GPU."""
+    num_nodes: int | None = None
+    """``ZOO_NUM_NODES``: nodes one retrain runs on."""
+    strategy: str | None = None
+    """``ZOO_STRATEGY``: ``auto`` (DDP when there is more than one process), ``ddp`` or ``fsdp``."""
+    precision: str | None = None
+    """``ZOO_PRECISION``: ``auto`` (``bf16-mixed`` on GPUs that have it, else ``16-mixed``; ``32-true`` on the CPU), or one of Lightning's."""
+    node_rank: int = 0
+    """``ZOO_NODE_RANK``: this node's index among ``num_nodes`` (0 runs the flow and registers)."""
+    master_addr: str = "127.0.0.1"
+    """``ZOO_MASTER_ADDR``: the host of node 0, where the ranks meet (torchrun's static rendezvous)."""
+    master_port: int = 29500
+    """``ZOO_MASTER_PORT``: the port on node 0 they meet at (a single-node run takes a free port instead)."""
+
+    @classmethod
+    def read(cls, r: _Reader) -> "DistributedSettings":
+        def optional_choice(name: str, choices: tuple[str, ...]) -> str | None:
+            return r.choice(name, choices[0], choices) if r.text(name) else None
+
+        return cls(
+            devices=r.optional_integer("ZOO_DEVICES"),
+            num_nodes=r.optional_integer("ZOO_NUM_NODES"),
+            strategy=optional_choice("ZOO_STRATEGY", STRATEGIES),
+            precision=optional_choice("ZOO_PRECISION", PRECISIONS),
+            node_rank=r.integer("ZOO_NODE_RANK", 0),
+            master_addr=r.text("ZOO_MASTER_ADDR", "127.0.0.1"),
+            master_port=r.integer("ZOO_MASTER_PORT", 29500, minimum=1),
+        )
+
+    def overrides(self) -> dict[str, object]:
+        """The task config fields these settings replace."""
+        values = {"devices": self.devices, "num_nodes": self.num_nodes, "strategy": self.strategy, "precision": self.precision}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved configuration; build it with :meth:`from_env`."""
 
@@ -224,6 +267,7 @@ class Settings:
     failpoints: tuple[str, ...] = ()
     """``ZOO_FAILPOINTS``: chaos testing only: the retrain kills itself with SIGKILL at these points (see :mod:`models.faults`)."""
     serving: ServingSettings = ServingSettings()
+    distributed: DistributedSettings = DistributedSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -256,6 +300,7 @@ class Settings:
             sales_data=path("ZOO_SALES_DATA"),
             failpoints=r.subset("ZOO_FAILPOINTS", FAILPOINTS),
             serving=ServingSettings.read(r),
+            distributed=DistributedSettings.read(r),
         )
 
     @property

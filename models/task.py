@@ -57,6 +57,17 @@ class TrainConfig:
     seed: int = 42
     limit: int | None = None
     """Use at most this many training and validation examples (tiny configs)."""
+    devices: int | None = None
+    """Training processes per node (``None``: every visible GPU, else one on the CPU); ``batch_size`` is per process."""
+    num_nodes: int = 1
+    strategy: str = "auto"
+    """Lightning's strategy: ``auto`` (DDP when there is more than one process), ``ddp`` or ``fsdp``."""
+    precision: str = "auto"
+    """``auto``: ``bf16-mixed`` on GPUs that have bfloat16, else ``16-mixed``; ``32-true`` on the CPU."""
+
+
+HARDWARE_FIELDS = ("devices", "num_nodes", "strategy", "precision")
+"""The fields of :class:`TrainConfig` that say where a run trains, not what: left out of its code hash."""
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,21 @@ def train(
         )
 
 
+@app.command("train-node")
+def train_node(
+    task: Annotated[str, typer.Argument(help="Task name, e.g. classify.")],
+    config: Annotated[str, typer.Option(help="Named config: the one node 0 trains.")] = "demo",
+    epochs: Annotated[int | None, typer.Option(help="Override the config's epochs (as node 0 does).")] = None,
+) -> None:
+    """Run this node's training processes of a multi-node retrain of TASK (ZOO_NODE_RANK 1 and up); node 0 runs `zoo train`."""
+    settings = _settings()
+    from pipelines.node import train_node as run_node
+
+    with reported():
+        run_node(settings, task, config, {"epochs": epochs} if epochs else {})
+    emit(f"[bold]{task}[/]: node {settings.distributed.node_rank}'s training processes finished")
+
+
 @app.command()
 def models(as_json: JSON = False) -> None:
     """Champion and challenger of every task, with metrics."""

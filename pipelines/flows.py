@@ -34,6 +34,7 @@ from models.store import writing
 from models.store.names import Tag
 from models.store.runs import RunLog
 from models.task import Dataset, Task, TrainConfig
+from models.training import distributed
 from models.training.loop import FitResult
 from models.training.recipe import Recipe
 from pipelines import ingest, recovery, versions
@@ -76,6 +77,8 @@ class RunContext:
     recipe: Recipe
     run: RunLog
     tags: dict[str, str] = field(default_factory=dict)
+    lock: recovery.RetrainLock | None = None
+    """The task's retrain lock: processes the run starts are recorded in it."""
 
     @property
     def data_dir(self) -> Path:
@@ -143,13 +146,18 @@ def load_data(ctx: RunContext) -> Dataset:
 
 @task(name="train", **STEP)
 def train(ctx: RunContext, data: Dataset, progress: bool) -> FitResult:
-    result = ctx.recipe.train(
-        data,
-        checkpoint_dir=ctx.settings.checkpoints / ctx.task.name / ctx.run.run_id,
-        listeners=[ctx.run.epoch_listener, lambda _: failpoint(ctx.settings, "train")],
-        progress=progress,
-    )
-    return result
+    """Fit the recipe here, or on every rank of a distributed plan (``torchrun``, see :mod:`models.training.distributed`)."""
+    checkpoints = ctx.settings.checkpoints / ctx.task.name / ctx.run.run_id
+    plan = distributed.plan(ctx.config)
+    ctx.run.more_params(plan.figures(ctx.config))
+    if not plan.distributed:
+        return ctx.recipe.train(data, checkpoint_dir=checkpoints, listeners=[ctx.run.epoch_listener, lambda _: failpoint(ctx.settings, "train")], progress=progress)
+    out = recovery.scratch_dir(ctx.settings, ctx.task.name) / "rank0"
+    args = distributed.rank_args(ctx.task.name, ctx.config_name, ctx.config, ctx.data_dir, out, ctx.run.run_id, checkpoints)
+    d = ctx.settings.distributed
+    command = distributed.torchrun_command(plan, args, d.node_rank, d.master_addr, d.master_port)
+    log.info("%s: training on %d processes (%d per node, %s, %s)", ctx.task.name, plan.world_size, plan.devices, plan.strategy, plan.precision)
+    return distributed.train(ctx.recipe, data, plan, command, out, on_start=ctx.lock.record if ctx.lock else lambda: None)
 
 
 @task(name="baselines", **STEP)
@@ -246,7 +254,9 @@ def retrain(
     settings = Settings.from_env()
     settings.apply()
     t = get_task(task)
-    cfg = t.config(config, **(overrides or {}))
+    if settings.distributed.node_rank != 0:
+        raise ValueError(f"ZOO_NODE_RANK={settings.distributed.node_rank}: the retrain flow runs on node 0; the other nodes run `zoo train-node {task}`")
+    cfg = t.config(config, **{**settings.distributed.overrides(), **(overrides or {})})  # the config, ZOO_DEVICES & co., the caller's
     with recovery.retrain_lock(settings, task) as lock:
         return _retrain(settings, t, config, cfg, lock, progress, force, auto_promote)
 
@@ -277,7 +287,7 @@ def _retrain(settings: Settings, t: Task, config: str, cfg: TrainConfig, lock: r
         Tag.GIT_DIRTY: str(data_version.git_dirty).lower(),
     }
     validate_data(t, cfg, settings)
-    ctx = RunContext(settings, t, config, cfg, t.recipe(cfg), RunLog.start(settings, f"{task}-{config}", tags), tags)
+    ctx = RunContext(settings, t, config, cfg, t.recipe(cfg), RunLog.start(settings, f"{task}-{config}", tags), tags, lock)
     lock.record(run_id=ctx.run.run_id)
     try:
         ctx.run.params(cfg, config)

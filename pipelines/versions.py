@@ -12,7 +12,7 @@ from models.settings import Settings
 from models.store.connect import client
 from models.store.names import CHALLENGER, CHAMPION, Tag
 from models.store.reading import by_alias
-from models.task import Task, TrainConfig
+from models.task import HARDWARE_FIELDS, Task, TrainConfig
 from pipelines import ingest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,10 @@ def task_data_hash(settings: Settings, task: Task) -> str:
 
 
 def code_hash(task: Task, config: TrainConfig) -> str:
-    """sha256 of the shared training code, the task's own modules (not its serving hooks) and its resolved config."""
+    """sha256 of the shared training code, the task's own modules (not its serving hooks) and its resolved config.
+
+    The config's devices, nodes, strategy and precision are left out: a retrain on other hardware of the same
+    data and code is skipped like any other."""
     h = hashlib.sha256()
     for folder in CODE_DIRS:
         for path in sorted((ROOT / folder).glob("*.py")):
@@ -59,7 +62,8 @@ def code_hash(task: Task, config: TrainConfig) -> str:
     for path in files:  # the task's package, less its serving hooks (they change no training)
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    h.update(json.dumps(asdict(config), sort_keys=True).encode())
+    what = {k: v for k, v in asdict(config).items() if k not in HARDWARE_FIELDS}  # where it trains is not what it trains
+    h.update(json.dumps(what, sort_keys=True).encode())
     return h.hexdigest()
 
 

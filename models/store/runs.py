@@ -43,6 +43,10 @@ class RunLog:
         values["config_name"] = config_name
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in values.items()])
 
+    def more_params(self, values: Mapping[str, str]) -> None:
+        """Parameters beside the config (e.g. what the run's hardware made of it)."""
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in values.items()])
+
     def metrics(self, values: Mapping[str, float], step: int = 0) -> None:
         """Log finite ``values`` in one request."""
         now = int(time.time() * 1000)

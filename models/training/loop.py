@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from models.errors import GuardFailed
 from models.task import Dataset, TrainConfig
 
 if TYPE_CHECKING:
+    from models.training.distributed import Plan
     from models.training.recipe import Recipe
 
 EpochListener = Callable[[dict[str, float]], None]
@@ -53,21 +55,24 @@ class LitRecipe(L.LightningModule):
         loss = self.recipe.loss(self.net(*x), y)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the training loss became {loss.item()} at step {self.global_step}; lower the learning rate")
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         *x, y = batch
         out = self.net(*x)
-        self.log("val_loss", self.recipe.loss(out, y), on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("val_loss", self.recipe.loss(out, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self._outputs.append(out.detach().float().cpu())
         self._targets.append(y.detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
         if self._outputs:
-            out = torch.cat(self._outputs).numpy()
-            target = torch.cat(self._targets).numpy()
-            self.log(f"val_{self.recipe.metric_name}", self.recipe.metric(out, target), prog_bar=True)
+            out, target = torch.cat(self._outputs), torch.cat(self._targets)
+            if self.trainer.world_size > 1:  # every rank scores the whole split, not its own shard
+                total = len(self.trainer.val_dataloaders.dataset)
+                out, target = (unsharded(self.all_gather(t.to(self.device)).cpu(), total) for t in (out, target))
+            metric = self.recipe.metric(out.numpy(), target.numpy())
+            self.log(f"val_{self.recipe.metric_name}", metric, prog_bar=True)
         self._outputs.clear()
         self._targets.clear()
 
@@ -77,6 +82,14 @@ class LitRecipe(L.LightningModule):
         max_lr = [g["lr"] for g in groups]
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(self.total_steps, 1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def unsharded(gathered: torch.Tensor, total: int) -> torch.Tensor:
+    """Undo ``DistributedSampler``'s split of an unshuffled split: rank ``r``'s ``i``-th row is row ``i * world + r``.
+
+    ``gathered`` is ``all_gather``'s ``(world, rows_per_rank, ...)``; the sampler's padding rows are dropped.
+    """
+    return gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])[:total]
 
 
 class _History(L.Callback):
@@ -119,17 +132,29 @@ def fit(
     listeners: Sequence[EpochListener] = (),
     progress: bool = True,
     net: nn.Module | None = None,
+    plan: "Plan | None" = None,
 ) -> FitResult:
     """Train with ``recipe`` on ``data`` with ``config``; deterministic for a given seed on CPU.
 
     ``net`` continues training a given network (a later stage of a multi-stage
     recipe); without it the recipe builds a fresh one once the seed is set.
+    ``plan`` (default: the config's, :func:`models.training.distributed.plan`)
+    is where it trains. A plan of several processes applies in a rank that
+    ``torchrun`` started; elsewhere (a baseline's fit in the flow's process)
+    the fit takes one device.
     """
+    from models.training.distributed import plan as resolve
+    from models.training.distributed import under_torchrun
+
+    plan = plan or resolve(config)
+    if plan.distributed and not under_torchrun():
+        plan = plan.single()
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = net if net is not None else recipe.build(data.spec)
     train = loader(data.train_x, data.train_y, config.batch_size, True, config.seed)
     valid = loader(data.valid_x, data.valid_y, max(config.batch_size, 256), False, config.seed)
-    lit = LitRecipe(recipe, net, config, total_steps=len(train) * config.epochs)
+    per_rank = math.ceil(len(data.train_y) / plan.world_size)  # DistributedSampler's share of each rank
+    lit = LitRecipe(recipe, net, config, total_steps=math.ceil(per_rank / config.batch_size) * config.epochs)
     history = _History(listeners)
     callbacks: list[L.Callback] = [history, *recipe.callbacks()]
     if progress:
@@ -140,12 +165,10 @@ def fit(
     level = chatter.level
     chatter.setLevel(logging.WARNING)  # hardware banners and a product tip on every fit
     try:
-        gpu = torch.cuda.is_available()
+        gpu = plan.accelerator == "gpu"
         trainer = L.Trainer(
             max_epochs=config.epochs,
-            accelerator="gpu" if gpu else "cpu",
-            devices=1,
-            precision="16-mixed" if gpu else "32-true",
+            **plan.trainer_args(),
             logger=False,
             callbacks=callbacks,
             enable_checkpointing=checkpoint_dir is not None,

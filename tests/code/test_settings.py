@@ -45,7 +45,7 @@ from models.settings import SettingsError  # noqa: E402
         ("ZOO_SERVE_REGISTRY", "staging", "ZOO_SERVE_REGISTRY='staging' is not one of dev, prod"),
         ("ZOO_WORKERS", "-2", "ZOO_WORKERS=-2 is below its minimum of 1"),
         ("ZOO_SERVE_MODEL_PREFIX", "prod.", "ZOO_SERVE_REGISTRY=prod"),
-        ("ZOO_FAILPOINTS", "train,fit", "ZOO_FAILPOINTS: 'fit' not among train, export, register"),
+        ("ZOO_FAILPOINTS", "train,fit", "ZOO_FAILPOINTS: 'fit' not among train, rank1, export, register"),
     ],
 )
 def test_a_malformed_variable_is_refused_in_one_line_naming_it(tmp_path: Path, name: str, value: str, message: str) -> None:
