@@ -25,14 +25,16 @@ DEFAULTS = Path(__file__).with_name("schedules.yaml")
 
 UNSCHEDULED = "unscheduled"
 """The key of a schedules file that lists the tasks deliberately left without a schedule (task: why)."""
+COUNTS = ("gpus", "nodes")
+"""Optional keys of an entry: GPUs per node and nodes of a retrain on the Kubernetes work pool (infra/prefect/deploy.py)."""
 
 
 class ScheduleError(ValueError):
-    """A schedules file that names an unknown task, lacks a cron, or leaves a registered task out."""
+    """A schedules file that names an unknown task, lacks a cron, leaves a registered task out, or gives a bad count."""
 
 
 def load_schedules(path: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Per scheduled task: ``cron``, ``config``, ``auto_promote`` (and optional ``timezone``).
+    """Per scheduled task: ``cron``, ``config``, ``auto_promote`` (and optional ``timezone``, ``gpus``, ``nodes``).
 
     Every registered task must have an entry, or be listed under ``unscheduled`` with a reason:
     a task added to the registry is never left without retraining unnoticed.
@@ -55,6 +57,10 @@ def load_schedules(path: Path | None = None) -> dict[str, dict[str, Any]]:
     for task, entry in raw.items():
         if not isinstance(entry, dict) or "cron" not in entry:
             raise ScheduleError(f"{path}: {task} has no cron")
+        for key in COUNTS:
+            value = entry.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ScheduleError(f"{path}: {task}: {key} must be an integer of 1 or more, got {value!r}")
         out[task] = {"config": "demo", "auto_promote": False, **entry}
     missing = [t for t in known if t not in out and t not in unscheduled]
     if missing:

@@ -5,6 +5,8 @@ The same deployments ``zoo schedule`` serves, but run by a worker: each task's
 Runs execute in the checkout ``--source`` (``ZOO_PROJECT_ROOT``, ``/srv/course-zoo``
 in the retrain image), which must exist where this script runs: run it in the
 retrain image (compose's ``prefect-deploy``, or the Kubernetes worker's pod).
+A task's ``gpus`` and ``nodes`` become its deployment's job variables ``gpu_count``
+and ``nodes`` (with ``ZOO_NUM_NODES`` in ``env``); ``--job-variable`` wins over them.
 
     python infra/prefect/deploy.py --pool zoo-process                   # compose: the process worker
     kubectl -n course-zoo exec deploy/prefect-worker -- python infra/prefect/deploy.py --pool zoo-gpu
@@ -25,6 +27,24 @@ ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = "pipelines/flows.py:retrain"
 
 
+def job_variables(entry: dict[str, Any]) -> dict[str, Any]:
+    """The work pool variables a schedule entry sets: ``gpus`` per pod, ``nodes`` pods (and their ``ZOO_NUM_NODES``)."""
+    out: dict[str, Any] = {}
+    if "gpus" in entry:
+        out["gpu_count"] = entry["gpus"]
+    if "nodes" in entry:
+        out.update(nodes=entry["nodes"], env={"ZOO_NUM_NODES": str(entry["nodes"])})
+    return out
+
+
+def merge_job_variables(own: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` (``--job-variable``) over a deployment's own; ``env`` merged name by name."""
+    out = {**own, **overrides}
+    if isinstance(own.get("env"), dict) and isinstance(overrides.get("env"), dict):
+        out["env"] = {**own["env"], **overrides["env"]}
+    return out
+
+
 def deployment_specs(schedules: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Keyword arguments of ``Flow.deploy`` (less the pool) for each scheduled task."""
     return [
@@ -36,6 +56,7 @@ def deployment_specs(schedules: dict[str, dict[str, Any]]) -> list[dict[str, Any
             "concurrency_limit": 1,
             "tags": ["course-zoo", task],
             "description": f"Retrain {task} ({entry['config']} config) when its data or code changed.",
+            "job_variables": job_variables(entry),
         }
         for task, entry in schedules.items()
     ]
@@ -70,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         cron, timezone = spec.pop("cron"), spec.pop("timezone")
         retrain.deploy(
             work_pool_name=args.pool,
-            job_variables=dict(args.job_variable),
+            job_variables=merge_job_variables(spec.pop("job_variables"), dict(args.job_variable)),
             schedules=[Cron(cron, timezone=timezone)],
             build=False,
             push=False,

@@ -61,3 +61,21 @@ def test_zoo_schedule_refuses_to_start_without_a_schedule_for_every_task(tmp_pat
     result = zoo_cli("schedule")
     assert result.exit_code != 0
     assert "no schedule for classify" in result.output
+
+
+def test_gpus_and_nodes_are_kept_for_the_work_pool(tmp_path: Path) -> None:
+    path = tmp_path / "schedules.yaml"
+    path.write_text("recommend:\n  cron: '0 2 * * *'\n  gpus: 4\n  nodes: 2\nunscheduled:\n" + "".join(f"  {t}: by hand\n" for t in task_names() if t != "recommend"))
+    entry = load_schedules(path)["recommend"]
+    assert (entry["gpus"], entry["nodes"]) == (4, 2)
+    assert load_schedules(DEFAULTS)["classify"]["gpus"] == 4
+
+
+@pytest.mark.parametrize("key", ["gpus", "nodes"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "true", "null"])
+def test_a_bad_gpu_or_node_count_is_refused(tmp_path: Path, key: str, value: str) -> None:
+    path = tmp_path / "schedules.yaml"
+    path.write_text(f"recommend:\n  cron: '0 2 * * *'\n  {key}: {value}\n")
+    with pytest.raises(ScheduleError, match=f"recommend: {key} must be an integer of 1 or more") as info:
+        load_schedules(path)
+    assert str(path) in str(info.value)

@@ -25,6 +25,8 @@ INFRA = ROOT / "infra"
 OVERLAYS = {"staging": "course-zoo-staging", "production": "course-zoo"}
 TASKS = ("classify", "segment", "sentiment", "sales", "recommend", "superres")
 K8S_VERSION = "1.30"
+RETRAIN_NODES = "zoo-retrain-nodes"
+"""The headless Service of the retrain Jobs' pods, which Prefect creates (no Deployment of its own)."""
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 """Kinds kubernetes-validate has no schema for; checked against SERVICE_MONITOR_SCHEMA instead."""
 
@@ -141,7 +143,7 @@ def test_overlay_renders_into_its_namespace(overlay: str) -> None:
     assert set(by_kind(docs, "Namespace")) == {namespace}
     assert [f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["kind"] != "Namespace" and d["metadata"].get("namespace") != namespace] == []
     counts = {kind: len(by_kind(docs, kind)) for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor")}
-    assert counts == {"Deployment": 8, "Service": 7, "HorizontalPodAutoscaler": 6, "PodDisruptionBudget": 6, "ServiceMonitor": 1}
+    assert counts == {"Deployment": 8, "Service": 8, "HorizontalPodAutoscaler": 6, "PodDisruptionBudget": 6, "ServiceMonitor": 1}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -208,6 +210,9 @@ def test_autoscalers_budgets_and_services_match_their_deployments(overlay: str) 
         assert [d for d, labels in pods.items() if selects(pdb["spec"]["selector"]["matchLabels"], labels)] == [name]
     for name, service in by_kind(docs, "Service").items():
         matched = [d for d, labels in pods.items() if selects(service["spec"]["selector"], labels)]
+        if name == RETRAIN_NODES:  # the retrain Jobs' pods: test_retrain_nodes_service_names_the_pods_of_the_job
+            assert matched == [], f"Service {name} selects {matched}"
+            continue
         assert matched == [name], f"Service {name} selects {matched}"
         container_ports = {p["name"] for c in deployments[name]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
@@ -316,6 +321,15 @@ def render_job(values: Doc) -> Doc:
     return config.job_manifest
 
 
+def validate_job(job: Doc) -> None:
+    """Strict Kubernetes 1.30 schema of the Job, less the two fields prefect-kubernetes insists on in the pod spec."""
+    job = copy.deepcopy(job)
+    spec = job["spec"]["template"]["spec"]
+    # prefect-kubernetes insists on these two in the pod spec; the API server drops them.
+    assert (spec.pop("parallelism"), spec.pop("completions")) == (1, 1)
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+
 def test_work_pool_template_is_one_prefect_accepts() -> None:
     from prefect.server.schemas.actions import WorkPoolCreate
 
@@ -335,16 +349,69 @@ def test_work_pool_job_requests_a_gpu_node_and_validates() -> None:
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     assert job["metadata"]["namespace"] == "course-zoo"
     assert container["image"].split("/")[-1].startswith("course-zoo-retrain:")
-    # prefect-kubernetes insists on these two in the pod spec; the API server drops them.
-    assert (spec.pop("parallelism"), spec.pop("completions")) == (1, 1)
-    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    validate_job(job)
+
+
+def test_work_pool_job_defaults_to_one_pod_of_one_gpu_that_runs_the_flow() -> None:
+    job = render_job({})
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 1, 1)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # Prefect's command becomes the arguments of pipelines/node.py, which runs it on pod 0.
+    assert container["command"] == ["python", "-m", "pipelines.node"]
+    assert container["args"] == ["prefect", "flow-run", "execute"]
+    (container,) = render_job({"command": "prefect flow-run execute --note 'a b'"})["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["prefect", "flow-run", "execute", "--note", "a b"]  # a command given: split as a shell would
+
+
+def test_work_pool_job_on_several_gpus_is_one_pod() -> None:
+    job = render_job({"gpu_count": 4})
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (1, 1)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+    validate_job(job)
+
+
+def test_work_pool_job_on_several_nodes_is_an_indexed_job_meeting_at_pod_0() -> None:
+    variables = load_deploy_script().job_variables({"cron": "0 3 * * 0", "gpus": 4, "nodes": 2})
+    assert variables == {"gpu_count": 4, "nodes": 2, "env": {"ZOO_NUM_NODES": "2"}}
+    job = render_job(variables)
+    spec = job["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 2, 2)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+    # Indexed Job pods are named <job>-<index>: with the subdomain, pod 0 is <job>-0.zoo-retrain-nodes.
+    assert spec["subdomain"] == RETRAIN_NODES
+    names = [item["name"] for item in container["env"]]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["ZOO_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert env["ZOO_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/job-name']"
+    assert env["ZOO_MASTER_ADDR"]["value"] == f"$(ZOO_JOB_NAME)-0.{RETRAIN_NODES}"
+    assert names.index("ZOO_JOB_NAME") < names.index("ZOO_MASTER_ADDR"), "$(ZOO_JOB_NAME) expands only from an earlier variable"
+    assert env["ZOO_NUM_NODES"]["value"] == "2" and "ZOO_DEVICES" not in env
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert str(ports["rendezvous"]) == env["ZOO_MASTER_PORT"]["value"] == "29500"
+    validate_job(job)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_retrain_nodes_service_names_the_pods_of_the_job(overlay: str) -> None:
+    service = by_kind(render(overlay), "Service")[RETRAIN_NODES]
+    job = render_job({"nodes": 2, "namespace": OVERLAYS[overlay]})
+    assert service["metadata"]["namespace"] == job["metadata"]["namespace"]
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert selects(service["spec"]["selector"], job["spec"]["template"]["metadata"]["labels"])
+    assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
+    (port,) = service["spec"]["ports"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert {"name": port["targetPort"], "containerPort": port["port"]} in container["ports"]
 
 
 def test_work_pool_job_uses_the_configmap_and_secrets_the_overlays_provide() -> None:
     (container,) = render_job({})["spec"]["template"]["spec"]["containers"]
     secrets = documented_secrets()
     for item in container["env"]:
-        if "valueFrom" in item:
+        if "secretKeyRef" in item.get("valueFrom", {}):
             key = item["valueFrom"]["secretKeyRef"]
             assert key["key"] in secrets[key["name"]]
     (source,) = container["envFrom"]
@@ -378,6 +445,14 @@ def test_work_pool_deployments_follow_the_schedules() -> None:
         spec = specs[f"retrain-{task}"]
         assert (spec["cron"], spec["concurrency_limit"]) == (entry["cron"], 1)
         assert spec["parameters"] == {"task": task, "config": entry["config"], "auto_promote": entry["auto_promote"], "progress": False}
+        expected = {"gpu_count": entry["gpus"]} if "gpus" in entry else {}
+        if "nodes" in entry:
+            expected |= {"nodes": entry["nodes"], "env": {"ZOO_NUM_NODES": str(entry["nodes"])}}
+        assert spec["job_variables"] == expected, task
+    assert specs["retrain-classify"]["job_variables"] == {"gpu_count": 4}
+    assert deploy.merge_job_variables({"gpu_count": 4}, {"gpu_count": 0, "node_selector": {}}) == {"gpu_count": 0, "node_selector": {}}
+    merged = deploy.merge_job_variables({"nodes": 2, "env": {"ZOO_NUM_NODES": "2"}}, {"env": {"HTTPS_PROXY": "http://proxy:3128"}})
+    assert merged == {"nodes": 2, "env": {"ZOO_NUM_NODES": "2", "HTTPS_PROXY": "http://proxy:3128"}}
     path, name = deploy.ENTRYPOINT.split(":")
     assert f"def {name}(" in (ROOT / path).read_text()
     assert deploy.job_variable("gpu_count=0") == ("gpu_count", 0)
