@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,11 +108,23 @@ class _History(L.Callback):
             listener(row)
 
 
-def loader(x: tuple[np.ndarray, ...], y: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    """In-memory arrays -> a seeded DataLoader yielding ``(*inputs, target)``."""
+def loader(x: tuple[np.ndarray, ...], y: np.ndarray, batch_size: int, shuffle: bool, seed: int, workers: int = 0) -> DataLoader:
+    """In-memory arrays -> a seeded DataLoader yielding ``(*inputs, target)``.
+
+    ``workers`` > 0 (GPU hosts): that many worker processes collate batches into pinned memory,
+    so the copy to the GPU overlaps the step. Under DDP Lightning swaps in its ``DistributedSampler``.
+    """
     tensors = [torch.from_numpy(np.array(a, copy=True)) for a in (*x, y)]
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=gen)
+    fast = {"num_workers": workers, "pin_memory": True, "persistent_workers": True} if workers else {}
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=gen, **fast)
+
+
+def loader_workers(plan: "Plan") -> int:
+    """Data-loading processes per training process: none on the CPU (they would take its cores), else the CPUs shared out, at most 4."""
+    if plan.accelerator != "gpu":
+        return 0
+    return max(1, min(4, len(os.sched_getaffinity(0)) // plan.devices - 1))
 
 
 @torch.no_grad()
@@ -151,8 +164,9 @@ def fit(
         plan = plan.single()
     L.seed_everything(config.seed, workers=True, verbose=False)
     net = net if net is not None else recipe.build(data.spec)
-    train = loader(data.train_x, data.train_y, config.batch_size, True, config.seed)
-    valid = loader(data.valid_x, data.valid_y, max(config.batch_size, 256), False, config.seed)
+    workers = loader_workers(plan)
+    train = loader(data.train_x, data.train_y, config.batch_size, True, config.seed, workers)
+    valid = loader(data.valid_x, data.valid_y, max(config.batch_size, 256), False, config.seed, workers)
     per_rank = math.ceil(len(data.train_y) / plan.world_size)  # DistributedSampler's share of each rank
     lit = LitRecipe(recipe, net, config, total_steps=math.ceil(per_rank / config.batch_size) * config.epochs)
     history = _History(listeners)

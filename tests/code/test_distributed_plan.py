@@ -72,3 +72,29 @@ def test_where_a_run_trains_is_not_part_of_its_code_hash() -> None:
     base = versions.code_hash(task, task.config("tiny"))
     assert versions.code_hash(task, task.config("tiny", devices=8, num_nodes=2, strategy="fsdp", precision="bf16-mixed")) == base
     assert versions.code_hash(task, task.config("tiny", batch_size=32)) != base
+
+
+def test_the_node_entry_runs_the_flow_on_node_zero_only(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ZOO_HOME": str(tmp_path), "ZOO_NODE_RANK": "0"}
+    env.pop("PREFECT__FLOW_RUN_ID", None)
+    zero = subprocess.run([sys.executable, "-m", "pipelines.node", sys.executable, "-c", "print('the flow run')"], env=env, capture_output=True, text=True)
+    assert (zero.returncode, zero.stdout.strip()) == (0, "the flow run")
+    other = subprocess.run([sys.executable, "-m", "pipelines.node", "false"], env={**env, "ZOO_NODE_RANK": "1"}, capture_output=True, text=True)
+    assert other.returncode == 2 and "node 1 needs PREFECT__FLOW_RUN_ID" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_gpu_hosts_load_batches_in_worker_processes_into_pinned_memory() -> None:
+    from models.training.loop import loader, loader_workers
+
+    config = get_task("classify").config("tiny")
+    assert loader_workers(plan(config, gpus=0)) == 0
+    gpu = loader_workers(plan(config, gpus=1, bf16=True))
+    assert 1 <= gpu <= 4
+    import numpy as np
+
+    fed = loader((np.zeros((8, 3), np.float32),), np.zeros(8, np.int64), 4, True, 0, workers=gpu)
+    assert (fed.num_workers, fed.pin_memory, fed.persistent_workers) == (gpu, True, True)
