@@ -153,11 +153,10 @@ def train(ctx: RunContext, data: Dataset, progress: bool) -> FitResult:
     if not plan.distributed:
         return ctx.recipe.train(data, checkpoint_dir=checkpoints, listeners=[ctx.run.epoch_listener, lambda _: failpoint(ctx.settings, "train")], progress=progress)
     out = recovery.scratch_dir(ctx.settings, ctx.task.name) / "rank0"
-    args = distributed.rank_args(ctx.task.name, ctx.config_name, ctx.config, ctx.data_dir, out, ctx.run.run_id, checkpoints)
-    d = ctx.settings.distributed
-    command = distributed.torchrun_command(plan, args, d.node_rank, d.master_addr, d.master_port)
+    args = distributed.rank_args(ctx.task.name, ctx.config, ctx.data_dir, out, ctx.run.run_id, checkpoints)
+    command = distributed.torchrun_command(plan, args, ctx.settings.distributed)
     log.info("%s: training on %d processes (%d per node, %s, %s)", ctx.task.name, plan.world_size, plan.devices, plan.strategy, plan.precision)
-    return distributed.train(ctx.recipe, data, plan, command, out, on_start=ctx.lock.record if ctx.lock else lambda: None)
+    return distributed.train(ctx.recipe, data, command, out, on_start=ctx.lock.record if ctx.lock else lambda: None)
 
 
 @task(name="baselines", **STEP)

@@ -40,9 +40,9 @@ def train_node(settings: Settings, task: str, config: str = "demo", overrides: d
         raise ValueError(f"ZOO_NODE_RANK={d.node_rank} but the retrain runs on {plan.num_nodes} node(s) (ZOO_NUM_NODES)")
     ingest.pull(settings)  # once per node, before its ranks start
     checkpoints = settings.checkpoints / task / f"node{d.node_rank}"  # rank 0 alone writes checkpoints; the path keeps the callbacks alike
-    args = distributed.rank_args(task, config, cfg, settings.project_root / ingest.DATA_DIR, None, None, checkpoints)
+    args = distributed.rank_args(task, cfg, settings.project_root / ingest.DATA_DIR, None, None, checkpoints)
     try:
-        distributed.run_torchrun(distributed.torchrun_command(plan, args, d.node_rank, d.master_addr, d.master_port))
+        distributed.run_torchrun(distributed.torchrun_command(plan, args, d))
     finally:
         shutil.rmtree(checkpoints, ignore_errors=True)
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ZooError
+from models.settings import DistributedSettings
 from models.task import TrainConfig
 
 RESULT = "result.json"
@@ -108,25 +108,22 @@ def under_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def torchrun_command(p: Plan, rank_args: list[str], node: DistributedSettings) -> list[str]:
+    """The ``torchrun`` command that starts this node's ``p.devices`` ranks of :mod:`models.training.rank`.
 
-
-def torchrun_command(p: Plan, rank_args: list[str], node_rank: int = 0, master_addr: str = "127.0.0.1", master_port: int = 29500) -> list[str]:
-    """The ``torchrun`` command that starts this node's ``p.devices`` ranks of :mod:`models.training.rank`."""
+    One node: torchrun's ``--standalone`` (it picks a free local port); several: static rendezvous at node 0's address.
+    """
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={p.devices}", f"--nnodes={p.num_nodes}"]
     if p.num_nodes == 1:
-        cmd += ["--node-rank=0", "--master-addr=127.0.0.1", f"--master-port={free_port()}"]
+        cmd.append("--standalone")
     else:
-        cmd += [f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}"]
+        cmd += [f"--node-rank={node.node_rank}", f"--master-addr={node.master_addr}", f"--master-port={node.master_port}"]
     return [*cmd, "-m", "models.training.rank", *rank_args]
 
 
-def rank_args(task: str, config_name: str, config: TrainConfig, data_dir: Path, out: Path | None, run_id: str | None, checkpoint_dir: Path | None) -> list[str]:
+def rank_args(task: str, config: TrainConfig, data_dir: Path, out: Path | None, run_id: str | None, checkpoint_dir: Path | None) -> list[str]:
     """Arguments of :mod:`models.training.rank`: the task, its resolved config and where rank 0 reports."""
-    args = ["--task", task, "--config", config_name, "--values", json.dumps(asdict(config)), "--data-dir", str(data_dir)]
+    args = ["--task", task, "--values", json.dumps(asdict(config)), "--data-dir", str(data_dir)]
     if out is not None:
         args += ["--out", str(out)]
     if run_id:
@@ -160,8 +157,8 @@ def run_torchrun(command: list[str], on_start: Callable[[], None] = lambda: None
         raise DistributedTrainingFailed(f"distributed training failed: torchrun exited with {what} (its report of the failed rank is above); nothing was registered")
 
 
-def train(recipe: Any, data: Any, p: Plan, command: list[str], out: Path, on_start: Callable[[], None] = lambda: None) -> Any:
-    """Train ``recipe`` on ``p``'s ranks with ``command`` (:func:`torchrun_command`, rank 0 writing to ``out``);
+def train(recipe: Any, data: Any, command: list[str], out: Path, on_start: Callable[[], None] = lambda: None) -> Any:
+    """Train ``recipe`` on the ranks ``command`` starts (:func:`torchrun_command`, rank 0 writing to ``out``);
     returns the :class:`~models.training.loop.FitResult` of rank 0's network, scored here on the whole validation split."""
     from models.training.loop import FitResult, predict
 

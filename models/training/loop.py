@@ -145,21 +145,19 @@ def fit(
     listeners: Sequence[EpochListener] = (),
     progress: bool = True,
     net: nn.Module | None = None,
-    plan: "Plan | None" = None,
 ) -> FitResult:
     """Train with ``recipe`` on ``data`` with ``config``; deterministic for a given seed on CPU.
 
     ``net`` continues training a given network (a later stage of a multi-stage
     recipe); without it the recipe builds a fresh one once the seed is set.
-    ``plan`` (default: the config's, :func:`models.training.distributed.plan`)
-    is where it trains. A plan of several processes applies in a rank that
-    ``torchrun`` started; elsewhere (a baseline's fit in the flow's process)
-    the fit takes one device.
+    Where it trains is the config's :func:`models.training.distributed.plan`;
+    a plan of several processes applies in a rank that ``torchrun`` started,
+    elsewhere (a baseline's fit in the flow's process) the fit takes one device.
     """
     from models.training.distributed import plan as resolve
     from models.training.distributed import under_torchrun
 
-    plan = plan or resolve(config)
+    plan = resolve(config)
     if plan.distributed and not under_torchrun():
         plan = plan.single()
     L.seed_everything(config.seed, workers=True, verbose=False)

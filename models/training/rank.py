@@ -6,7 +6,7 @@ task's whole recipe; Lightning's strategy (from the config, through
 describes in the environment. Rank 0 alone logs epochs to the MLflow run,
 shows progress and writes the result; the other ranks only train.
 
-    python -m models.training.rank --task classify --config tiny --values '{...}' --data-dir data --out DIR
+    python -m models.training.rank --task classify --values '{...}' --data-dir data --out DIR
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from models.training import distributed
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="One rank of a distributed training run (started by torchrun).")
     parser.add_argument("--task", required=True)
-    parser.add_argument("--config", required=True, help="the config's name (for the record)")
     parser.add_argument("--values", required=True, help="the resolved config, as JSON")
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--out", type=Path, help="where rank 0 writes the weights and result")
@@ -54,13 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     listeners.append(lambda _: failpoint(settings, chaos))
     result = recipe.train(data, checkpoint_dir=args.checkpoints, listeners=listeners, progress=rank == 0)
     if rank == 0 and args.out is not None:
-        summary = {
-            "metric": result.metric,
-            "history": result.history,
-            "histories": recipe.histories,
-            "report": recipe.report,
-            "plan": p.figures(config),
-        }
+        summary = {"history": result.history, "histories": recipe.histories, "report": recipe.report}
         distributed.write_result(args.out, result.net, summary)
     return 0
 

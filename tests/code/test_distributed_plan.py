@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.registry import get_task
-from models.settings import Settings, SettingsError
+from models.settings import DistributedSettings, Settings, SettingsError
 from models.training.distributed import plan, torchrun_command
 from models.training.loop import unsharded
 from pipelines import versions
@@ -54,7 +54,8 @@ def test_the_environment_overrides_the_config() -> None:
 
 def test_torchrun_gets_the_nodes_and_the_meeting_point() -> None:
     config = get_task("classify").config("tiny", devices=4, num_nodes=2)
-    cmd = torchrun_command(plan(config, gpus=4, bf16=True), ["--task", "classify"], node_rank=1, master_addr="job-0.nodes", master_port=29500)
+    node = DistributedSettings(node_rank=1, master_addr="job-0.nodes", master_port=29500)
+    cmd = torchrun_command(plan(config, gpus=4, bf16=True), ["--task", "classify"], node)
     assert cmd[1:3] == ["-m", "torch.distributed.run"]
     assert {"--nproc-per-node=4", "--nnodes=2", "--node-rank=1", "--master-addr=job-0.nodes", "--master-port=29500"} <= set(cmd)
     assert cmd[-4:] == ["-m", "models.training.rank", "--task", "classify"]

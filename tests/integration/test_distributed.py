@@ -84,7 +84,7 @@ def test_a_rank_that_dies_fails_the_run_and_registers_nothing(ddp_project: Setti
 
 def test_two_nodes_meet_and_node_zero_registers(ddp_project: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two "nodes" on this machine, one process each: node 0 runs the flow, node 1 `zoo train-node` from its own copy."""
-    from models.training.distributed import free_port
+    from pipelines.serving import free_port
 
     nodes = {"ZOO_NUM_NODES": "2", "ZOO_DEVICES": "1", "ZOO_MASTER_ADDR": "127.0.0.1", "ZOO_MASTER_PORT": str(free_port())}
     other = tmp_path / "node1"
