@@ -6,8 +6,9 @@ machine that has torch, Lightning, onnx, onnxscript and onnxruntime::
     python bench/gpu.py --data DATA_DIR --out OUT_DIR [--tasks classify segment]
 
 ``DATA_DIR`` holds the tasks' sample datasets (``mnist_tiny/``, ``camvid_tiny/``).
-For each task it trains the demo config (Lightning picks the GPU, 16-bit mixed
-precision), exports to ONNX, runs the parity check on the CPU provider (the gate)
+For each task it trains the demo config (Lightning picks the GPU, ``bf16-mixed``
+where it has bfloat16, else 16-bit mixed precision; ``--cpu`` hides the GPUs for
+the same run on the CPU) and reports examples per second per device, exports to ONNX, runs the parity check on the CPU provider (the gate)
 and with ``accelerate=True`` (TensorRT FP16, then CUDA, where ONNX Runtime has
 them), then times PyTorch eager, ``torch.compile`` and ONNX Runtime at batch 1
 and 32: medians over interleaved rounds, with the interquartile range.
@@ -94,10 +95,15 @@ def check_task(name: str, data_dir: Path, work_dir: Path, rounds: int, config_na
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     data = task.load(data_dir, config)
+    from models.training.distributed import plan
+
+    row["plan"] = plan(config).figures(config)  # precision: bf16-mixed where the GPU has bfloat16
     t0 = time.perf_counter()
     recipe = task.recipe(config)
     result = recipe.train(data, progress=False)
     row["train_s"] = round(time.perf_counter() - t0, 1)
+    # examples seen per second of the whole fit (data loading and validation included), per GPU
+    row["train_items_per_s_per_device"] = round(len(data.train_y) * config.epochs / row["train_s"] / int(row["plan"]["devices_per_node"]), 1)
     row["metric_name"] = task.metric_name
     row["metric"] = result.metric
     row["baseline"] = task.baseline(data)
@@ -165,12 +171,12 @@ def markdown(env: dict[str, object], rows: list[dict[str, object]]) -> str:
         f"Device: {env['gpu']} ({env['nvidia_smi']}); torch {env['torch']}, onnxruntime {env['onnxruntime']} "
         f"(providers: {', '.join(env['onnxruntime_providers'])}); {env['date']}.",
         "",
-        "| task | train (s) | metric | baseline | parity, CPU provider (max abs diff) | accelerated parity |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| task | precision | train (s) | items/s per device | metric | baseline | parity, CPU provider (max abs diff) | accelerated parity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['task']} | failed: {r['error']} | | | | |")
+            lines.append(f"| {r['task']} | failed: {r['error']} | | | | | | |")
             continue
         acc = (
             f"{r['parity_accelerated_max_abs_diff']:.3g} on {', '.join(r['accelerated_providers'])}"
@@ -178,7 +184,7 @@ def markdown(env: dict[str, object], rows: list[dict[str, object]]) -> str:
             else r.get("parity_accelerated_error", "no TensorRT/CUDA provider in this onnxruntime: ran on the CPU provider")
         )
         lines.append(
-            f"| {r['task']} | {r['train_s']} | {r['metric_name']} {r['metric']:.4f} | {r['baseline']:.4f} "
+            f"| {r['task']} | {r['plan']['precision_used']} | {r['train_s']} | {r['train_items_per_s_per_device']} | {r['metric_name']} {r['metric']:.4f} | {r['baseline']:.4f} "
             f"| {r['parity_cpu_max_abs_diff']:.3g} | {acc} |"
         )
     lines += ["", "| task | batch | variant | median ms (IQR) | items/s |", "| --- | --- | --- | --- | --- |"]
@@ -201,7 +207,12 @@ def main() -> int:
     parser.add_argument("--tasks", nargs="+", default=["classify", "segment"])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--config", default="demo", help="the tasks' named config (tiny for a dry run)")
+    parser.add_argument("--cpu", action="store_true", help="hide the GPUs: the same run on the CPU, to compare with")
     args = parser.parse_args()
+    if args.cpu:
+        import os
+
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch is imported
     sys.path.insert(0, str(ROOT))
     args.out.mkdir(parents=True, exist_ok=True)
     env = environment()

@@ -22,7 +22,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from models.weights import load_weights
+from models.weights import load_backbone
 
 ARCHS = ("resnet18", "resnet34", "resnet10")
 """Encoders: torchvision's ResNet-18 and -34, and ``resnet10`` (ResNet-18 with one block per stage)."""
@@ -95,7 +95,7 @@ class UnetBlock(nn.Module):
 
 
 def resnet_encoder(arch: str, in_channels: int = 3, weights: str | Path | None = None) -> nn.Module:
-    """A torchvision ResNet without its head, from scratch; optional weights from a local file."""
+    """A torchvision ResNet without its head, from scratch; optional weights from a local file or ``imagenet`` (:mod:`models.pretrained`)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown encoder {arch!r}; known: {', '.join(ARCHS)}")
     if arch == "resnet10":
@@ -103,10 +103,7 @@ def resnet_encoder(arch: str, in_channels: int = 3, weights: str | Path | None =
     else:
         net = getattr(torchvision.models, arch)(weights=None)
     if weights:
-        state = {k: v for k, v in load_weights(Path(weights)).items() if not k.startswith("fc.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if unexpected or [m for m in missing if not m.startswith("fc.")]:
-            raise ValueError(f"{weights} does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        load_backbone(net, weights, arch)
     if in_channels != 3:
         old = net.conv1
         net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)

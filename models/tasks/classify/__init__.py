@@ -33,7 +33,11 @@ class ClassifyConfig(TrainConfig):
     arch: str = "resnet18"
     image_size: int = 28
     weights: str | None = None
-    """Path to backbone weights (safetensors or a ``weights_only`` torch file)."""
+    """Backbone weights: ``imagenet`` (torchvision's, fetched once into the cache) or a local safetensors or ``weights_only`` torch file."""
+    freeze_epochs: int = 0
+    """fastai's ``fine_tune``: epochs with the pretrained body frozen before ``epochs`` of everything (0: one plain fit)."""
+    lr_mult: float = 100.0
+    """After unfreezing, the stem trains at ``lr / lr_mult``, the head at ``lr`` (fastai's ``fine_tune`` default)."""
     valid_pct: float = 0.2
     """Validation share for folders without a ``valid/`` split (Pets)."""
 

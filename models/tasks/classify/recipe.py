@@ -1,18 +1,52 @@
-"""Training ``classify``: a torchvision ResNet from scratch (or from local weights), cross-entropy."""
+"""Training ``classify``: a torchvision ResNet, cross-entropy; from scratch, or fastai's ``fine_tune`` from pretrained weights.
+
+With ``freeze_epochs`` the run is fastai's ``fine_tune`` in two stages: the
+pretrained body frozen (its batch-norm layers kept trainable, as fastai's
+``train_bn``) while the new head trains, at ``lr`` for the head and a tenth of
+it for the rest; then everything unfrozen at half that ``lr``, spread over the
+layer groups from ``lr / lr_mult`` (the stem) to ``lr`` (the head).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
 
+import lightning as L
+import numpy as np
 import torch
 import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from models.task import Spec
+from models.task import Dataset, Spec, TrainConfig
 from models.tasks.classify import ClassifyConfig
-from models.training.recipe import Recipe
-from models.weights import load_weights
+from models.training.loop import EpochListener, FitResult
+from models.training.recipe import Recipe, Stage
+from models.weights import load_backbone
+
+
+def layer_groups(net: nn.Module) -> list[list[nn.Parameter]]:
+    """fastai's split of a ResNet: stem to ``layer2``, ``layer3`` and ``layer4``, the head."""
+    parts = [[net.conv1, net.bn1, net.layer1, net.layer2], [net.layer3, net.layer4], [net.fc]]
+    return [[p for m in group for p in m.parameters()] for group in parts]
+
+
+def freeze_body(net: nn.Module, frozen: bool) -> None:
+    """Freeze (or unfreeze) everything but the head, batch-norm layers excepted."""
+    for name, module in net.named_children():
+        if name == "fc":
+            continue
+        for m in module.modules():
+            trainable = not frozen or isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(trainable)
+
+
+def even_mults(lo: float, hi: float, n: int) -> list[float]:
+    """``n`` rates from ``lo`` to ``hi``, evenly spaced on a log scale (fastai's ``even_mults``)."""
+    return [float(lo)] if n == 1 else [float(v) for v in np.geomspace(lo, hi, n)]
 
 
 class ClassifyRecipe(Recipe):
@@ -21,9 +55,42 @@ class ClassifyRecipe(Recipe):
         assert isinstance(config, ClassifyConfig)
         net = getattr(torchvision.models, config.arch)(weights=None, num_classes=len(spec["classes"]))
         if config.weights:
-            state = {k: v for k, v in load_weights(Path(config.weights)).items() if not k.startswith("fc.")}
-            net.load_state_dict(state, strict=False)
+            load_backbone(net, config.weights, config.arch)
         return net
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target)
+
+    def param_groups(self, net: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+        assert isinstance(config, ClassifyConfig)
+        if not config.freeze_epochs:
+            return super().param_groups(net, config)
+        groups = layer_groups(net)
+        frozen = not net.conv1.weight.requires_grad
+        # fastai: slice(lr) while frozen (the head at lr, the rest a tenth), slice(lr / lr_mult, lr) after
+        rates = [config.lr / 10] * (len(groups) - 1) + [config.lr] if frozen else even_mults(config.lr / config.lr_mult, config.lr, len(groups))
+        out = []
+        for params, lr in zip(groups, rates):
+            trainable = [p for p in params if p.requires_grad]
+            if trainable:
+                out.append({"params": trainable, "lr": lr})
+        return out
+
+    def stages(self, data: Dataset) -> Iterator[Stage]:
+        config = self.config
+        assert isinstance(config, ClassifyConfig)
+        if not config.freeze_epochs:
+            yield from super().stages(data)
+            return
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        net = self.build(data.spec)
+        freeze_body(net, True)
+        yield Stage("frozen", self, data, replace(config, epochs=config.freeze_epochs), net=net, checkpoints="frozen")
+        freeze_body(net, False)
+        yield Stage("unfrozen", self, data, replace(config, lr=config.lr / 2), net=net, checkpoints="unfrozen", epoch_offset=config.freeze_epochs)
+
+    def after_fit(self, result: FitResult, data: Dataset, listeners: Sequence[EpochListener]) -> None:
+        """One learning curve over both stages."""
+        if "frozen" in self.histories:
+            offset = len(self.histories["frozen"])
+            result.history = self.histories["frozen"] + [{**row, "epoch": row["epoch"] + offset} for row in self.histories["unfrozen"]]
