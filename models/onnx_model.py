@@ -218,6 +218,14 @@ class OnnxModel:
 
         return self.spec["task"] == other.spec["task"] and sig(self) == sig(other)
 
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
     def run(self, *inputs: np.ndarray) -> np.ndarray:
         """Run the first output for inputs given in the spec's order."""
-        return self.session.run(None, dict(zip(self.input_names, inputs)))[0]
+        return self.session.run(self.output_names[:1], dict(zip(self.input_names, inputs)))[0]
+
+    def run_outputs(self, names: list[str], *inputs: np.ndarray) -> list[np.ndarray]:
+        """Run the named outputs for inputs given in the spec's order."""
+        return self.session.run(names, dict(zip(self.input_names, inputs)))

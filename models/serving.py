@@ -65,6 +65,11 @@ class Prepared:
     """Predictions this request counts as (default: the rows of its first input group)."""
     sink: Callable[[int, np.ndarray], None] | None = None
     """Takes each group's output as it comes, instead of collecting them all (bounded memory for many tiles)."""
+    outputs: tuple[str, ...] = ()
+    """Model outputs this request needs besides the first (one group, run on its own, unbatched): the answer then
+    gets every named output of that group, in this order after the first (e.g. ``("cam",)`` for an explanation)."""
+    needs: str = ""
+    """What in the request asked for ``outputs`` (for the error when the model version has none: ``explain=true``)."""
 
     @property
     def count(self) -> int:
@@ -81,8 +86,8 @@ class Endpoint:
     """``(prepared, outputs, model_version)`` -> the response (a pydantic model, or bytes)."""
     cheap: Callable[..., bool] = field(default=lambda **request: False)
     """Whether preparing this request is cheap enough to run on the event loop (else a worker thread)."""
-    heavy_answer: bool = False
-    """Whether answering encodes images (run in a worker thread)."""
+    heavy_answer: bool | Callable[[Prepared], bool] = False
+    """Whether answering encodes images (run in a worker thread); or a function of the prepared request that says."""
 
 
 class Serving(ABC):

@@ -176,7 +176,7 @@ def evaluate(ctx: RunContext, data: Dataset, result: FitResult) -> dict[str, flo
     metrics = {t.metric_name: result.metric, **t.extra_metrics(result.valid_output, data.valid_y)}
     ctx.run.metrics(metrics)
     ctx.run.figure(learning_curves(result.history, t.metric_name), "figures/learning_curves.png")
-    for name, fig in {**t.figures(data, result.valid_output), **ctx.recipe.figures()}.items():
+    for name, fig in {**t.figures(data, result.valid_output), **ctx.recipe.figures(data, result)}.items():
         ctx.run.figure(fig, f"figures/{name}")
     return metrics
 

@@ -7,7 +7,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from models.errors import Blocked
 from models.settings import Settings
@@ -101,12 +101,26 @@ def check_gates(
         gates.append(Gate("signature", True, "no champion to compare with"))
     else:
         current = load_version(settings, task, champion.version)
-        same = [current.spec[k] for k in ("inputs", "outputs")] == [model.spec[k] for k in ("inputs", "outputs")]
-        detail = "inputs and outputs match the champion's" if same else "inputs or outputs differ from the champion's"
+        same, detail = same_signature(current.spec, model.spec)
         if not same and allow_signature_change:
             detail += " (change declared)"
         gates.append(Gate("signature", same or allow_signature_change, detail))
     return gates
+
+
+def same_signature(champion: dict[str, Any], candidate: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a candidate's spec can replace the champion's for every caller, and what differs.
+
+    The same inputs, and the champion's outputs first and unchanged: an output added after them (classify's
+    ``cam``) changes nothing for callers of the others.
+    """
+    before, after = champion["outputs"], candidate["outputs"]
+    if champion["inputs"] != candidate["inputs"] or after[: len(before)] != before:
+        return False, "inputs or outputs differ from the champion's"
+    added = after[len(before) :]
+    if added:
+        return True, f"inputs and outputs match the champion's; adds output(s) {', '.join(t['name'] for t in added)}"
+    return True, "inputs and outputs match the champion's"
 
 
 def p95_latency_ms(model: OnnxModel, runs: int = 50) -> float:

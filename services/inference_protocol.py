@@ -98,7 +98,7 @@ async def model_metadata(request: Request) -> Response:
         "versions": [runner.version],
         "platform": "onnxruntime_onnx",
         "inputs": _tensors(spec["inputs"]),
-        "outputs": _tensors(spec["outputs"]),
+        "outputs": _tensors(spec["outputs"][:1]),  # the protocol serves the first output (classify's cam: POST /classify explain=true)
     }
     return JSONResponse(body, headers={"X-Model-Version": runner.version})
 

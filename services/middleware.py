@@ -12,6 +12,7 @@ from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
 from services.errors import multipart_problem, rewritten
 from services.metrics import watch_event_loop, zoo_metrics
 from services.openapi import amend
+from services.pages import PAGES, describe, page
 
 
 class ZooMiddleware:
@@ -58,7 +59,7 @@ class ZooMiddleware:
                 return
             body = b"".join(parts)
             if start.get("status") == 200:
-                body = amend(body, set(self.routes), bool(self.api_tokens))
+                body = amend(body, set(self.routes), bool(self.api_tokens), describe(self.routes, sorted(self.tasks)))
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
             await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
@@ -79,6 +80,8 @@ class ZooMiddleware:
             return await unauthorized("metrics" if path == "/metrics" else task or "inference-protocol")(scope, receive, send)
         if path == "/docs.json":
             return await self._documented(scope, receive, send)
+        if path in PAGES and scope.get("method") in ("GET", "HEAD"):
+            return await page(path, self.routes, sorted(self.tasks))(scope, receive, send)
         if task is None:
             return await self.app(scope, receive, send)
         length = headers.get(b"content-length", b"0")

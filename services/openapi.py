@@ -31,9 +31,11 @@ def _response(description: str, headers: dict[str, Any] | None = None) -> dict[s
     return out
 
 
-def amend(document: bytes, routes: set[str], tokens: bool) -> bytes:
-    """BentoML's ``/docs.json`` with the task routes' other answers declared."""
+def amend(document: bytes, routes: set[str], tokens: bool, info: dict[str, Any] | None = None) -> bytes:
+    """BentoML's ``/docs.json`` with the task routes' other answers declared, and ``info`` (this project's) in place of BentoML's."""
     spec = json.loads(document)
+    if info is not None:
+        spec["info"] = info
     spec.setdefault("components", {}).setdefault("schemas", {})["ZooError"] = ERROR
     retry = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
     for route in routes:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from models.inputs import InvalidInput
 from models.onnx_model import OnnxModel
 from models.serving import Limits, Prepared, Serving
 from models.settings import ServingSettings
@@ -56,6 +57,8 @@ class TaskRunner:
 
     async def _outputs(self, prepared: Prepared) -> list[np.ndarray]:
         groups = list(prepared.inputs)
+        if prepared.outputs:
+            return await self._named_outputs(prepared, groups)
         outputs: list[np.ndarray] = []
         for start in range(0, len(groups), GROUP_WINDOW):
             window = await asyncio.gather(*(self.run(*g) for g in groups[start : start + GROUP_WINDOW]))
@@ -66,6 +69,21 @@ class TaskRunner:
                     prepared.sink(i, out)
         return outputs
 
+    async def _named_outputs(self, prepared: Prepared, groups: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+        """Every output a request names, for its one group, in a worker thread (not batched: explanations are rare)."""
+        names = self.model.output_names
+        missing = [n for n in prepared.outputs if n not in names]
+        if missing:
+            needs = f" ({prepared.needs})" if prepared.needs else ""
+            raise InvalidInput(
+                "not_supported",
+                f"{self.task} version {self.version} has no {', '.join(map(repr, missing))} output, which this request needs{needs}; "
+                "the model was exported without it: retrain and promote a version that has it",
+            )
+        if len(groups) != 1:
+            raise ValueError("a request that names outputs has one group of inputs")
+        return await asyncio.to_thread(self.model.run_outputs, [names[0], *prepared.outputs], *groups[0])
+
     async def handle(self, endpoint: str, request: dict[str, Any]) -> Any:
         """Answer one request of ``endpoint``; bad input raises :class:`models.inputs.InvalidInput`."""
         ep = self.endpoints[endpoint]
@@ -74,6 +92,6 @@ class TaskRunner:
             self._unknown.labels(self.task, name).inc()
         outputs = await self._outputs(prepared)
         self._predicted.inc(prepared.count)
-        if ep.heavy_answer:
+        if ep.heavy_answer(prepared) if callable(ep.heavy_answer) else ep.heavy_answer:
             return await asyncio.to_thread(ep.answer, prepared, outputs, self.version)
         return ep.answer(prepared, outputs, self.version)

@@ -180,7 +180,7 @@ def _postgres_up(host: str = "127.0.0.1", port: int = 5432) -> bool:
 PROJECT_FILES = frozenset(
     f"tests/integration/{name}.py"
     for name in (
-        "test_bento", "test_flow", "test_follow", "test_fuzz", "test_inference_protocol", "test_prometheus", "test_promotion", "test_schedule",
+        "test_bento", "test_flow", "test_follow", "test_fuzz", "test_inference_protocol", "test_playground", "test_prometheus", "test_promotion", "test_schedule",
         "test_service", "test_service_auth", "test_service_images", "test_service_sales", "test_service_sentiment",
     )
 )

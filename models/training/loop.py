@@ -127,12 +127,17 @@ def loader_workers(plan: "Plan") -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)) // plan.devices - 1))
 
 
+def first(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """A network's first output (an export module may return more, e.g. the classifier's activation maps)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
 @torch.no_grad()
 def predict(net: nn.Module, x: tuple[np.ndarray, ...], batch_size: int = 256) -> np.ndarray:
     """Run ``net`` in eval mode over arrays on the CPU; returns numpy outputs."""
     net = net.eval().cpu()
     n = len(x[0])
-    outs = [net(*(torch.from_numpy(a[i : i + batch_size]) for a in x)).float().numpy() for i in range(0, n, batch_size)]
+    outs = [first(net(*(torch.from_numpy(a[i : i + batch_size]) for a in x))).float().numpy() for i in range(0, n, batch_size)]
     return np.concatenate(outs) if outs else np.empty((0,), dtype=np.float32)
 
 

@@ -97,8 +97,8 @@ class Recipe(ABC):
         """The module to export to ONNX (e.g. an inference copy without weight dropout)."""
         return net
 
-    def figures(self) -> dict[str, Any]:
-        """Figures of the training itself (e.g. a language model's curve), by file name; default none."""
+    def figures(self, data: Dataset, result: FitResult) -> dict[str, Any]:
+        """Figures of the trained network or of the training itself (e.g. a language model's curve), by file name; default none."""
         return {}
 
     def train(

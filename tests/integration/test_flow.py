@@ -49,7 +49,7 @@ def test_task_figures_are_logged(project: Settings) -> None:
     c = connect.client(project)
     classify = reading.by_alias(c, "classify", names.CHALLENGER)
     recommend = reading.by_alias(c, "recommend", names.CHALLENGER)
-    assert {"figures/confusion_matrix.png", "figures/top_errors.png"} <= {f.path for f in c.list_artifacts(classify.run_id, "figures")}
+    assert {"figures/confusion_matrix.png", "figures/top_losses.png"} <= {f.path for f in c.list_artifacts(classify.run_id, "figures")}
     assert "figures/predicted_vs_actual.png" in {f.path for f in c.list_artifacts(recommend.run_id, "figures")}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import time
@@ -36,6 +37,20 @@ def test_classify_with_bentoml_client(client: bentoml.SyncHTTPClient, mirror: Pa
     labels = [p["label"] for p in result["predictions"]]
     assert sorted(labels) == ["3", "7"]
     assert abs(sum(p["probability"] for p in result["predictions"]) - 1) < 1e-4
+
+
+def test_classify_explains_its_top_class_with_a_heatmap(client: bentoml.SyncHTTPClient, server: str, mirror: Path) -> None:
+    image = sorted((mirror / "mnist_tiny" / "valid" / "7").glob("*.png"))[0]
+    result = client.classify(image=image, k=1, explain=True)
+    heat = Image.open(io.BytesIO(base64.b64decode(result["heatmap_png"])))
+    assert heat.format == "PNG" and heat.size == (224, 224) and heat.mode == "RGB"  # the 28x28 digit, drawn at 224
+    assert len(result["predictions"]) == 1
+    files = {"image": ("x.png", png_bytes(120, 60), "image/png")}
+    explained = httpx.post(f"{server}/classify", files=files, data={"explain": "true"}, timeout=60).json()
+    assert Image.open(io.BytesIO(base64.b64decode(explained["heatmap_png"]))).size == (448, 224)  # the photo's shape
+    assert httpx.post(f"{server}/classify", files=files, timeout=60).json()["heatmap_png"] is None
+    r = httpx.post(f"{server}/classify", files=files, data={"explain": "perhaps"}, timeout=60)
+    assert r.status_code == 400 and "explain" in r.json()["error"]
 
 
 def test_classify_k_is_capped_by_the_classes(client: bentoml.SyncHTTPClient, mirror: Path) -> None:

@@ -52,11 +52,15 @@ def test_forward_shape_matches_the_output_spec(name: str, datasets: dict[str, Da
     recipe = recipe_of(name)
     net = recipe.build(data.spec).eval()
     x, _ = batch_of(data, 5)
-    out = net(*x)
-    (spec,) = task.outputs(data.spec)
-    assert out.shape[0] == 5 and out.ndim == len(spec.shape)
-    assert all(isinstance(axis, str) or size == axis for size, axis in zip(out.shape[1:], spec.shape[1:]))
-    assert out.dtype == torch.float32
+    assert isinstance(net(*x), torch.Tensor)  # the training network: the first output alone
+    exported = recipe.export_module(net)(*x)  # what is exported: every declared output
+    outs = list(exported) if isinstance(exported, tuple) else [exported]
+    specs = task.outputs(data.spec)
+    assert len(outs) == len(specs)
+    for out, spec in zip(outs, specs):
+        assert out.shape[0] == 5 and out.ndim == len(spec.shape), spec
+        assert all(isinstance(axis, str) or size == axis for size, axis in zip(out.shape[1:], spec.shape[1:]))
+        assert out.dtype == torch.float32
 
 
 @pytest.mark.parametrize("name", task_names())

@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from models.images import IMAGE_SUFFIXES, ImageSpec, broken_report, channel_stats, image_sizes
-from models.maths import softmax
 from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
 
 if TYPE_CHECKING:
@@ -156,23 +155,19 @@ class Classify(Task):
         return [TensorSpec("image", "float32", ("batch", 3, s, s))]
 
     def outputs(self, spec: Spec) -> list[TensorSpec]:
-        return [TensorSpec("logits", "float32", ("batch", len(spec["classes"])))]
+        k = len(spec["classes"])
+        return [TensorSpec("logits", "float32", ("batch", k)), TensorSpec("cam", "float32", ("batch", k, "cam_height", "cam_width"))]
+
+    def reference_sizes(self, spec: Spec) -> dict[str, int]:
+        """The activation maps' size: the ResNet's stride of 32, rounded up."""
+        side = -(-int(spec["image_size"]) // 32)
+        return {"cam_height": side, "cam_width": side}
 
     def figures(self, data: Dataset, output: np.ndarray) -> dict[str, Any]:
-        from models.plots import confusion_matrix, image_grid
+        """The confusion matrix; the recipe adds the top losses with their heatmaps."""
+        from models.plots import confusion_matrix
 
-        classes = data.spec["classes"]
-        image = ImageSpec.from_spec(data.spec)
-        pred = output.argmax(axis=1)
-        probs = softmax(output)
-        wrong = np.flatnonzero(pred != data.valid_y)
-        wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:9]
-        images = [image.denormalise(data.valid_x[0][i]) for i in wrong]
-        titles = [f"pred {classes[pred[i]]} ({probs[i, pred[i]]:.2f})\ntrue {classes[data.valid_y[i]]}" for i in wrong]
-        return {
-            "confusion_matrix.png": confusion_matrix(data.valid_y, pred, classes),
-            "top_errors.png": image_grid(images, titles, "Most confident errors"),
-        }
+        return {"confusion_matrix.png": confusion_matrix(data.valid_y, output.argmax(axis=1), data.spec["classes"])}
 
 
 TASK = Classify()

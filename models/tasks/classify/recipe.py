@@ -17,14 +17,61 @@ import lightning as L
 import numpy as np
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from models.images import ImageSpec
 from models.task import Dataset, Spec, TrainConfig
 from models.tasks.classify import ClassifyConfig
 from models.training.loop import EpochListener, FitResult
 from models.training.recipe import Recipe, Stage
 from models.weights import load_backbone
+
+TOP_LOSSES = 9
+"""How many validation images the top-losses figure shows (fastai's ``plot_top_losses(9)``)."""
+
+
+class Explained(nn.Module):
+    """The exported classifier: its logits and every class's activation map (lesson 6).
+
+    ``cam[n, k] = sum_c fc.weight[k, c] * features[n, c]`` over the last convolutional
+    features; their spatial mean plus the bias is the logit, so the logits are the
+    ResNet's own.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.net
+        f = n.layer4(n.layer3(n.layer2(n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(x))))))))
+        logits = n.fc(torch.flatten(n.avgpool(f), 1))
+        return logits, torch.einsum("nchw,kc->nkhw", f, n.fc.weight)
+
+
+def top_losses(net: nn.Module, data: Dataset, output: np.ndarray, k: int = TOP_LOSSES) -> Any:
+    """fastai's ``plot_top_losses``: the validation images with the highest loss, each under its top class's heatmap."""
+    from models.plots import image_grid
+    from models.tasks.classify.explain import overlay
+
+    classes = data.spec["classes"]
+    logits = torch.from_numpy(output.astype(np.float32))
+    losses = F.cross_entropy(logits, torch.from_numpy(data.valid_y), reduction="none").numpy()
+    probs = torch.softmax(logits, dim=1).numpy()
+    worst = np.argsort(-losses)[:k]
+    explained = Explained(net).eval().cpu()
+    with torch.no_grad():
+        _, cams = explained(torch.from_numpy(data.valid_x[0][worst]))
+    image = ImageSpec.from_spec(data.spec)
+    pictures, titles = [], []
+    for i, cam in zip(worst, cams.numpy()):
+        pred = int(output[i].argmax())
+        photo = Image.fromarray((image.denormalise(data.valid_x[0][i]) * 255).round().astype(np.uint8))
+        pictures.append(np.asarray(overlay(photo, cam[pred]), dtype=np.float32) / 255.0)
+        titles.append(f"{classes[pred]}/{classes[data.valid_y[i]]}\n{losses[i]:.2f}/{probs[i, data.valid_y[i]]:.2f}")
+    return image_grid(pictures, titles, "Top losses: prediction/actual, loss/probability of actual")
 
 
 def layer_groups(net: nn.Module) -> list[list[nn.Parameter]]:
@@ -88,6 +135,12 @@ class ClassifyRecipe(Recipe):
         yield Stage("frozen", self, data, replace(config, epochs=config.freeze_epochs), net=net, checkpoints="frozen")
         freeze_body(net, False)
         yield Stage("unfrozen", self, data, replace(config, lr=config.lr / 2), net=net, checkpoints="unfrozen", epoch_offset=config.freeze_epochs)
+
+    def export_module(self, net: nn.Module) -> nn.Module:
+        return Explained(net)
+
+    def figures(self, data: Dataset, result: FitResult) -> dict[str, Any]:
+        return {"top_losses.png": top_losses(result.net, data, result.valid_output)}
 
     def after_fit(self, result: FitResult, data: Dataset, listeners: Sequence[EpochListener]) -> None:
         """One learning curve over both stages."""

@@ -13,13 +13,14 @@ from pydantic import BaseModel, Field
 from models.images import ImageSpec, decode_image
 from models.serving import Endpoint, Limits, Prepared, Serving, check_min_size, example_image
 from models.task import Spec
-from models.tasks.segment.masks import class_shares, overlay, png_bytes, predict_mask
+from models.tasks.segment.masks import class_shares, overlay, palette, png_bytes, predict_mask
 
 
 class ClassShare(BaseModel):
     label: str
     index: int = Field(description="the class index: the mask's pixel value")
     share: float = Field(description="share of the image's pixels given this class")
+    colour: str = Field(description="the class's colour in overlay_png, #rrggbb (a legend)")
 
 
 class SegmentResult(BaseModel):
@@ -43,6 +44,7 @@ class SegmentServing(Serving):
         super().__init__(spec, limits)
         self.image = ImageSpec.from_spec(spec)
         self.classes = list(spec["classes"])
+        self.colours = ["#%02x%02x%02x" % tuple(int(v) for v in rgb) for rgb in palette(len(self.classes))]
 
     def endpoints(self) -> dict[str, Endpoint]:
         return {"segment": Endpoint(self.prepare, self.answer, heavy_answer=True)}
@@ -69,7 +71,7 @@ class SegmentServing(Serving):
             width=img.width,
             height=img.height,
             classes=self.classes,
-            shares=[ClassShare(**s) for s in class_shares(mask, self.classes)],
+            shares=[ClassShare(**s, colour=self.colours[s["index"]]) for s in class_shares(mask, self.classes)],
             mask_png=base64.b64encode(png_bytes(mask)).decode(),
             overlay_png=over,
         )

@@ -190,7 +190,7 @@ class SentimentRecipe(Recipe):
         """The same weights on plain ``nn.LSTM`` layers, no dropout (see :mod:`models.awd_lstm`)."""
         return net.inference_copy() if isinstance(net, ConcatPoolClassifier) and isinstance(net.encoder, AWDLSTMEncoder) else net
 
-    def figures(self) -> dict[str, Any]:
+    def figures(self, data: Dataset, result: FitResult) -> dict[str, Any]:
         history = self.histories.get("lm")
         if not history:
             return {}
