@@ -108,12 +108,20 @@ class Dataset:
         )
 
 
+def missing_dataset(root: Path) -> str:
+    """The problem of a dataset folder that is not there, with the command that fetches it."""
+    return f"{root} does not exist: run `zoo data ingest --dataset {root.name}` (offline: put its unpacked folder in ZOO_DATA_MIRROR first)"
+
+
 class Task(ABC):
     """Base class of a course task. Subclasses fill in the class attributes."""
 
     name: ClassVar[str]
     datasets: ClassVar[tuple[str, ...]]
     """Sample datasets (folders under ``data/``) this task trains on."""
+    downloads: ClassVar[dict[str, str]] = {}
+    """Full datasets a named config trains on (e.g. Oxford-IIIT Pets): folder name -> the URL of the tarball that
+    unpacks to it. Not fetched by default: ``zoo data ingest --dataset NAME`` (or the mirror's folder of that name)."""
     metric_name: ClassVar[str]
     higher_is_better: ClassVar[bool]
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
@@ -133,6 +141,11 @@ class Task(ABC):
         if name not in self.configs:
             raise KeyError(f"task {self.name!r} has no config {name!r}; known: {sorted(self.configs)}")
         return self.config_class(**{**self.configs[name], **overrides})
+
+    def dataset_of(self, config: TrainConfig) -> tuple[str, ...]:
+        """The datasets a run with ``config`` reads: the config's ``dataset`` where it has one, else :attr:`datasets`."""
+        name = getattr(config, "dataset", None)
+        return (name,) if isinstance(name, str) else self.datasets
 
     def generate(self, name: str, target: Path) -> bool:
         """Create dataset ``name`` (one of ``datasets``) in the new folder ``target``, e.g. a seeded synthetic sample.

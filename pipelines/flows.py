@@ -290,7 +290,8 @@ def _retrain(settings: Settings, t: Task, config: str, cfg: TrainConfig, lock: r
     lock.record(run_id=ctx.run.run_id)
     try:
         ctx.run.params(cfg, config)
-        ctx.run.dataset(f"{task}:{','.join(t.datasets)}", data_hash, f"{settings.project_root / ingest.DVC_FILE}@{data_version.git_commit}", {"datasets": list(t.datasets), "data_dvc_md5": data_version.data_hash})
+        read = t.dataset_of(config)
+        ctx.run.dataset(f"{task}:{','.join(read)}", data_hash, f"{settings.project_root / ingest.DVC_FILE}@{data_version.git_commit}", {"datasets": list(read), "data_dvc_md5": data_version.data_hash})
         data = load_data(ctx)
         result = train(ctx, data, progress)
         metrics = {**baselines(ctx, data), **evaluate(ctx, data, result)}

@@ -44,6 +44,16 @@ def required_datasets() -> list[str]:
     return sorted({d for task in all_tasks() for d in task.datasets})
 
 
+def downloads() -> dict[str, str]:
+    """The full datasets some task's named config trains on: name -> tarball URL."""
+    return {name: url for task in all_tasks() for name, url in task.downloads.items()}
+
+
+def dataset_url(name: str) -> str:
+    """Where dataset ``name`` is downloaded from: a task's declared full dataset, else fast.ai's course samples."""
+    return downloads().get(name) or SAMPLE_URL.format(name=name)
+
+
 def generate(name: str, staged: Path) -> bool:
     """Let the task that declares dataset ``name`` generate it into ``staged``; False when none does."""
     for task in all_tasks():
@@ -70,7 +80,7 @@ def fetch(name: str, data_dir: Path, mirror: Path | None, force: bool = False) -
             _make_writable(staged)
         else:
             archive = Path(tmp) / f"{name}.tgz"
-            download(SAMPLE_URL.format(name=name), archive)
+            download(dataset_url(name), archive)
             _extract(archive, Path(tmp) / "unpacked")
             unpacked = Path(tmp) / "unpacked" / name
             if not unpacked.is_dir():
@@ -97,7 +107,7 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> None:
             raise IngestError(f"{url}: got {part.stat().st_size} of {total} bytes")
         part.rename(dest)
     except OSError as exc:
-        raise IngestError(f"cannot download {url}: {exc}. Set ZOO_DATA_MIRROR to a folder holding the unpacked datasets.") from exc
+        raise IngestError(f"cannot download {url}: {exc}. Offline: set ZOO_DATA_MIRROR to a folder holding the unpacked datasets ({dest.stem}/ among them).") from exc
     finally:
         part.unlink(missing_ok=True)
 
@@ -155,6 +165,9 @@ def ingest(settings: Settings, names: list[str] | None = None, force: bool = Fal
     """Fetch the datasets, ``dvc add data`` and push to the remote; returns the data hash."""
     root = settings.project_root
     names = names or required_datasets()
+    unknown = sorted(set(names) - set(required_datasets()) - set(downloads()))
+    if unknown:
+        raise IngestError(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(required_datasets() + sorted(downloads()))}")
     for name in names:
         fetch(name, root / DATA_DIR, settings.data_mirror, force=force)
     with dvc_repo(root, settings) as repo:

@@ -151,3 +151,54 @@ def test_ingest_and_status_print_json_alone(tmp_path: Path, mirror: Path) -> Non
     status = subprocess.run([sys.executable, "-m", "pipelines.cli", "data", "status", "--json"], env=env, capture_output=True, text=True, timeout=300)
     rows = json.loads(status.stdout)
     assert {r["dataset"] for r in rows} == set(result["datasets"]) and all(r["present"] for r in rows)
+
+
+def fake_pets(root: Path, breeds: tuple[str, ...] = ("Abyssinian", "beagle", "yorkshire_terrier"), per_breed: int = 10) -> Path:
+    """An Oxford-IIIT Pets folder as its tarball unpacks: ``images/<breed>_<n>.jpg`` (and a stray ``.mat``)."""
+    from PIL import Image
+
+    images = root / "oxford-iiit-pet" / "images"
+    images.mkdir(parents=True)
+    for b, breed in enumerate(breeds):
+        for n in range(1, per_breed + 1):
+            Image.new("RGB", (50 + n, 40), (40 * b, 9 * n, 100)).save(images / f"{breed}_{n}.jpg")
+    (images / "Abyssinian_100.mat").write_bytes(b"not an image")
+    (root / "oxford-iiit-pet" / "annotations").mkdir()
+    return root / "oxford-iiit-pet"
+
+
+def test_the_pets_config_trains_on_the_full_dataset_fetched_on_request(tmp_path: Path, http_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.registry import get_task
+
+    task = get_task("classify")
+    pets = task.config("pets")
+    assert (pets.dataset, pets.arch, pets.image_size, pets.weights, pets.freeze_epochs) == ("oxford-iiit-pet", "resnet34", 224, "imagenet", 1)
+    assert ingest.dataset_url("oxford-iiit-pet") == "https://s3.amazonaws.com/fast-ai-imageclas/oxford-iiit-pet.tgz"
+    assert ingest.dataset_url("camvid") == "https://s3.amazonaws.com/fast-ai-imagelocal/camvid.tgz"
+    assert get_task("segment").config("camvid").dataset == "camvid"
+    assert "oxford-iiit-pet" not in ingest.required_datasets()  # not fetched unless asked for
+    assert task.dataset_of(pets) == ("oxford-iiit-pet",)
+
+    data = tmp_path / "data"
+    problems = task.validate(data, pets)
+    assert problems == [f"{data / 'oxford-iiit-pet'} does not exist: run `zoo data ingest --dataset oxford-iiit-pet` (offline: put its unpacked folder in ZOO_DATA_MIRROR first)"]
+    url, files = http_server
+    monkeypatch.setattr(ingest, "downloads", lambda: {"oxford-iiit-pet": url + "/pets.tgz"})
+    with pytest.raises(ingest.IngestError, match=r"cannot download .*/pets.tgz.*ZOO_DATA_MIRROR.*oxford-iiit-pet/"):
+        ingest.fetch("oxford-iiit-pet", data, mirror=None)
+
+    mirror = tmp_path / "mirror"
+    fake_pets(mirror)
+    got = ingest.fetch("oxford-iiit-pet", data, mirror=mirror)
+    small = task.config("pets", image_size=32, weights=None)
+    assert task.validate(data, small) == []
+    loaded = task.load(data, small)
+    assert loaded.spec["classes"] == ["Abyssinian", "beagle", "yorkshire_terrier"]  # names up to _<n>.jpg, underscores kept
+    assert len(loaded.valid_y) == 6 and len(loaded.train_y) == 24 and loaded.valid_x[0].shape[1:] == (3, 32, 32)
+    assert got == data / "oxford-iiit-pet"
+
+
+def test_an_unknown_dataset_is_refused_naming_the_known_ones(tmp_path: Path, mirror: Path) -> None:
+    s = Settings.from_env(make_project(tmp_path / "p", mirror))
+    with pytest.raises(ingest.IngestError, match=r"unknown dataset\(s\) pets; known: .*oxford-iiit-pet"):
+        ingest.ingest(s, ["pets"])

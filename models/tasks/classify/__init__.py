@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from models.images import IMAGE_SUFFIXES, ImageSpec, broken_report, channel_stats, image_sizes
-from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
+from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig, missing_dataset
 
 if TYPE_CHECKING:
     from models.training.recipe import Recipe
@@ -80,8 +80,14 @@ class Classify(Task):
     higher_is_better = True
     config_class = ClassifyConfig
     promotion = PromotionPolicy(tolerance=0.005, latency_budget_ms=50.0)
+    downloads = {"oxford-iiit-pet": "https://s3.amazonaws.com/fast-ai-imageclas/oxford-iiit-pet.tgz"}
     configs = {
         "demo": {"epochs": 5, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.01},
+        # Lesson 1 on a GPU: Oxford-IIIT Pets' 37 breeds, an ImageNet ResNet-34 at 224 px, fine_tune (docs/tasks.md)
+        "pets": {
+            "dataset": "oxford-iiit-pet", "arch": "resnet34", "image_size": 224, "weights": "imagenet",
+            "freeze_epochs": 1, "epochs": 2, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.01,
+        },
         "tiny": {"epochs": 1, "batch_size": 16, "lr": 3e-3, "limit": 48},
     }
 
@@ -90,7 +96,7 @@ class Classify(Task):
         assert isinstance(config, ClassifyConfig)
         root = data_dir / config.dataset
         if not root.is_dir():
-            return [f"{root} does not exist"]
+            return [missing_dataset(root)]
         try:
             train, valid = split_items(root, config)
         except (FileNotFoundError, OSError) as exc:

@@ -28,7 +28,7 @@ from models.images import (
     split_report,
 )
 from models.maths import softmax
-from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig
+from models.task import Dataset, PromotionPolicy, Spec, Task, TensorSpec, TrainConfig, missing_dataset
 from models.tasks.segment.masks import colourise
 
 if TYPE_CHECKING:
@@ -124,7 +124,13 @@ class Segment(Task):
     promotion = PromotionPolicy(tolerance=0.01, latency_budget_ms=400.0)
     parity_atol = 1e-4
     parity_rtol = 1e-3
+    downloads = {"camvid": "https://s3.amazonaws.com/fast-ai-imagelocal/camvid.tgz"}
     configs = {
+        # Lesson 3 on a GPU: full CamVid (701 photos, valid.txt's split) at half size, an ImageNet ResNet-34 encoder (docs/tasks.md)
+        "camvid": {
+            "dataset": "camvid", "arch": "resnet34", "image_size": (360, 480), "weights": "imagenet", "encoder_lr_mult": 0.1,
+            "epochs": 12, "batch_size": 8, "lr": 3e-3, "weight_decay": 0.01, "flip": True,
+        },
         "demo": {"epochs": 14, "batch_size": 8, "lr": 3e-3, "weight_decay": 0.01, "arch": "resnet18", "width": 0.25},
         "tiny": {
             "epochs": 1,
@@ -144,6 +150,8 @@ class Segment(Task):
         """Layout, codes (with the Void class when one is named), a mask per image of the same size, decodable files."""
         assert isinstance(config, SegmentConfig)
         root = data_dir / config.dataset
+        if not root.is_dir():
+            return [missing_dataset(root)]
         problems: list[str] = []
         for need in ("images", "labels"):
             if not (root / need).is_dir():
