@@ -124,12 +124,28 @@ def channel_stats(images: Iterable[np.ndarray]) -> dict[str, list[float]]:
     return {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in np.maximum(std, 1e-3)]}
 
 
+FITS = ("squish", "crop")
+
+
+def centre_crop_box(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The centre box of an image of ``size`` (w, h) at the aspect ratio of ``target`` (w, h), as fastai's
+    ``Resize(method="crop")`` cuts it at inference (its ``crop_pad`` with ``pcts=(0.5, 0.5)``, integer arithmetic and all)."""
+    w, h = size
+    m = w / target[0] if w / target[0] < h / target[1] else h / target[1]
+    cw, ch = int(m * target[0]), int(m * target[1])
+    left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
+    return left, top, left + cw, top + ch
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """How a model sees an image: resized to ``(height, width)`` with ``resize``, scaled to [0, 1], normalised per channel.
 
     Read from (and written to) a model's JSON spec: ``image_size`` (an int for a
-    square, or ``[height, width]``), ``mean``, ``std`` and optionally ``resize``.
+    square, or ``[height, width]``), ``mean``, ``std`` and optionally ``resize``
+    and ``fit``: ``squish`` (the default: stretched to the size) or ``crop``
+    (fastai's ``Resize(method="crop")`` at inference: the centre at the size's
+    aspect ratio, then resized; imported fastai Learners use it).
     """
 
     height: int
@@ -137,6 +153,7 @@ class ImageSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resize: str = "bilinear"
+    fit: str = "squish"
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "ImageSpec":
@@ -145,11 +162,16 @@ class ImageSpec:
         resize = spec.get("resize", "bilinear")
         if resize not in RESAMPLING:
             raise ValueError(f"unknown resize {resize!r}; known: {', '.join(RESAMPLING)}")
-        return cls(h, w, tuple(spec["mean"]), tuple(spec["std"]), resize)  # type: ignore[arg-type]
+        fit = spec.get("fit", "squish")
+        if fit not in FITS:
+            raise ValueError(f"unknown fit {fit!r}; known: {', '.join(FITS)}")
+        return cls(h, w, tuple(spec["mean"]), tuple(spec["std"]), resize, fit)  # type: ignore[arg-type]
 
     def pixels(self, img: Image.Image) -> np.ndarray:
         """RGB ``uint8`` HWC array at the model's size."""
         img = img.convert("RGB")
+        if self.fit == "crop":
+            img = img.crop(centre_crop_box(img.size, (self.width, self.height)))
         if img.size != (self.width, self.height):
             img = img.resize((self.width, self.height), RESAMPLING[self.resize])
         return np.asarray(img, dtype=np.uint8)

@@ -13,11 +13,13 @@ import typer
 from rich.table import Table
 
 from models.settings import Settings
+from pipelines.cli_import import import_app
 from pipelines.output import ExitCode, emit, emit_json, err
 
 app = typer.Typer(help="Train, register, promote and serve the fast.ai course models.", no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Course datasets, versioned with DVC.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(import_app, name="import")
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -25,7 +27,12 @@ JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 def _setup() -> None:
     """Train, register, promote and serve the fast.ai course models."""
     # Before any command imports MLflow, ONNX Runtime or Prefect: their state goes under ZOO_HOME.
-    Settings.from_env().apply()
+    from models.settings import SettingsError
+
+    try:
+        Settings.from_env().apply()
+    except SettingsError as exc:  # a malformed variable: one line naming it, not a traceback
+        fail(str(exc))
 
 
 def _settings() -> Settings:

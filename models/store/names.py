@@ -35,6 +35,10 @@ class Tag:
     SOURCE = "zoo.source"
     """Where a production copy came from (``<registry>#<task>/<version>``)."""
     PREVIOUS_CHAMPION = "zoo.previous_champion"
+    ORIGIN = "source"
+    """``fastai`` on a version imported from a fastai Learner (absent: trained here)."""
+    ORIGIN_SHA256 = "source_sha256"
+    """The sha256 of the imported file."""
     QUANTIZED = "onnx_quantized"
     ACCELERATED = "onnx_accelerated_providers"
 
@@ -49,7 +53,9 @@ class Tag:
         return f"zoo.{action}.{field}"
 
 
-COPIED_TO_PROD = (Tag.TASK, Tag.DATA_HASH, Tag.TASK_DATA_HASH, Tag.CODE_HASH, Tag.GIT_COMMIT, Tag.RUN_ID, Tag.METRIC, Tag.HIGHER_IS_BETTER)
+COPIED_TO_PROD = (
+    Tag.TASK, Tag.DATA_HASH, Tag.TASK_DATA_HASH, Tag.CODE_HASH, Tag.GIT_COMMIT, Tag.RUN_ID, Tag.METRIC, Tag.HIGHER_IS_BETTER, Tag.ORIGIN, Tag.ORIGIN_SHA256,
+)
 """Tags a production copy keeps (besides the sha256 ones)."""
 
 

@@ -46,3 +46,19 @@ def test_oversize_body_is_refused() -> None:
     with pytest.raises(InvalidInput) as info:
         decode_image(png(64, 64), max_bytes=10)
     assert info.value.reason == "too_large" and info.value.status == 413
+
+
+def test_the_crop_fit_cuts_the_centre_at_the_models_aspect_as_fastai_does() -> None:
+    from models.images import ImageSpec, centre_crop_box
+
+    assert centre_crop_box((120, 80), (32, 32)) == (20, 0, 100, 80)
+    assert centre_crop_box((80, 120), (64, 32)) == (0, 40, 80, 80)  # a (w=64, h=32) model: a 2:1 band from a tall photo
+    assert centre_crop_box((101, 50), (32, 32)) == (25, 0, 75, 50)  # fastai's int() truncation, both the size and the offset
+    spec = {"image_size": [32, 32], "mean": [0.0] * 3, "std": [1.0] * 3, "fit": "crop"}
+    wide = Image.new("RGB", (120, 80), (255, 0, 0))
+    wide.paste((0, 0, 255), (0, 0, 20, 80))  # blue bands at both ends: cut off by the crop, squished in without it
+    wide.paste((0, 0, 255), (100, 0, 120, 80))
+    assert ImageSpec.from_spec(spec).pixels(wide)[..., 2].max() == 0
+    assert ImageSpec.from_spec({**spec, "fit": "squish"}).pixels(wide)[..., 2].max() > 200
+    with pytest.raises(ValueError, match="unknown fit 'pad'"):
+        ImageSpec.from_spec({**spec, "fit": "pad"})

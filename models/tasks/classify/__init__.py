@@ -157,17 +157,21 @@ class Classify(Task):
         return float((data.valid_y == majority).mean())
 
     def inputs(self, spec: Spec) -> list[TensorSpec]:
-        s = spec["image_size"]
-        return [TensorSpec("image", "float32", ("batch", 3, s, s))]
+        image = ImageSpec.from_spec({"mean": [0.0] * 3, "std": [1.0] * 3, **spec})
+        return [TensorSpec("image", "float32", ("batch", 3, image.height, image.width))]
 
     def outputs(self, spec: Spec) -> list[TensorSpec]:
+        """The logits and, unless the spec says ``cam: false`` (an imported fastai Learner's head), the activation maps."""
         k = len(spec["classes"])
-        return [TensorSpec("logits", "float32", ("batch", k)), TensorSpec("cam", "float32", ("batch", k, "cam_height", "cam_width"))]
+        logits = TensorSpec("logits", "float32", ("batch", k))
+        return [logits] if spec.get("cam") is False else [logits, TensorSpec("cam", "float32", ("batch", k, "cam_height", "cam_width"))]
 
     def reference_sizes(self, spec: Spec) -> dict[str, int]:
         """The activation maps' size: the ResNet's stride of 32, rounded up."""
-        side = -(-int(spec["image_size"]) // 32)
-        return {"cam_height": side, "cam_width": side}
+        if spec.get("cam") is False:
+            return {}
+        image = ImageSpec.from_spec({"mean": [0.0] * 3, "std": [1.0] * 3, **spec})
+        return {"cam_height": -(-image.height // 32), "cam_width": -(-image.width // 32)}
 
     def figures(self, data: Dataset, output: np.ndarray) -> dict[str, Any]:
         """The confusion matrix; the recipe adds the top losses with their heatmaps."""

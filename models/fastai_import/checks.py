@@ -1,0 +1,115 @@
+"""The import's checks of what the child wrote, with the services' own code (no PyTorch, no fastai).
+
+The served path answers each probe (the task's serving hooks on ONNX Runtime)
+and must agree with fastai's answer; the task's metric is measured on the
+platform's validation split, preprocessed the way the imported spec says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.errors import GuardFailed
+from models.fastai_import import PARITY_ATOL
+from models.onnx_model import OnnxModel
+from models.registry import get_serving, get_task
+from models.serving import Limits
+from models.task import Spec
+
+
+class ServedParityError(GuardFailed, RuntimeError):
+    """The served answers differ from fastai's beyond the tolerance: nothing is registered."""
+
+
+def _answer(model: OnnxModel, task: str, endpoint: str, request: dict[str, Any]) -> Any:
+    hooks = get_serving(task)(model.spec["preprocess"], Limits())
+    ep = hooks.endpoints()[endpoint]
+    prepared = ep.prepare(**request)
+    outputs = [model.run(*group) for group in prepared.inputs]
+    return ep.answer(prepared, outputs, model.version)
+
+
+def served_parity(model: OnnxModel, task: str, probes: list[dict[str, Any]], folder: Path, atol: float = PARITY_ATOL) -> float:
+    """The largest difference between the served answers and fastai's over the probes; raises past ``atol``
+    or when the top class differs."""
+    worst = 0.0
+    for probe in probes:
+        request = dict(probe["request"])
+        if "image" in request:
+            request["image"] = folder / request["image"]
+            if not request["image"].resolve().is_relative_to(folder.resolve()):
+                raise ServedParityError(f"a probe names a file outside the import's folder: {probe['request']['image']}")
+        answer = _answer(model, task, probe["endpoint"], request)
+        expected = probe["expected"]
+        if task == "classify":
+            got = {p.label: p.probability for p in answer.predictions}
+            if set(got) != set(expected):
+                raise ServedParityError(f"the served classes {sorted(got)} are not fastai's {sorted(expected)}")
+            diff = max(abs(got[k] - float(v)) for k, v in expected.items())
+            top = max(expected, key=lambda k: float(expected[k]))
+            if answer.predictions[0].label != top and abs(float(expected[top]) - got[answer.predictions[0].label]) > atol:
+                raise ServedParityError(f"served top class {answer.predictions[0].label!r}, fastai's {top!r}")
+        elif task == "recommend":
+            got = np.asarray([r.rating for r in answer.ratings], dtype=np.float64)
+            want = np.asarray(expected, dtype=np.float64)
+            if got.shape != want.shape:
+                raise ServedParityError(f"{len(got)} served ratings for {len(want)} of fastai's")
+            diff = float(np.max(np.abs(got - want))) if got.size else 0.0
+        else:
+            raise ServedParityError(f"no served-parity check for task {task!r}")
+        if diff > atol:
+            raise ServedParityError(f"the served answer differs from fastai's by {diff:.3g} (tolerance {atol}) on {probe['endpoint']} {probe['request']}")
+        worst = max(worst, diff)
+    return worst
+
+
+def complete_spec(task: str, spec: Spec, data_dir: Path, config_name: str = "demo") -> Spec:
+    """What the Learner cannot know, from the platform's data: for ``recommend``, who rated what, and the popular
+    movies (a ``.pkl`` carries no training rows)."""
+    if task != "recommend":
+        return spec
+    from models.tasks.recommend import read_ratings
+
+    t = get_task(task)
+    config = t.config(config_name)
+    df = read_ratings(data_dir / config.dataset)  # type: ignore[attr-defined]
+    known = set(spec["movies"])
+    counts = df[df["movie"].isin(known)]["movie"].value_counts(sort=False)
+    popular = counts.sort_values(ascending=False, kind="stable").index[: config.n_popular]  # type: ignore[attr-defined]
+    return {
+        **spec,
+        "global_mean": float(df["rating"].mean()),
+        "popular": [int(m) for m in popular],
+        "rated": {str(u): sorted(int(m) for m in g) for u, g in df.groupby("user")["movie"]},
+    }
+
+
+def platform_metric(model: OnnxModel, task: str, data_dir: Path, config_name: str = "demo") -> tuple[float | None, str]:
+    """The task's metric of the imported model on the platform's validation split, and what it was measured on."""
+    t = get_task(task)
+    config = t.config(config_name)
+    spec = model.spec["preprocess"]
+    if task == "classify":
+        from models.images import ImageSpec
+        from models.tasks.classify import split_items
+
+        _, valid = split_items(data_dir / config.dataset, config)  # type: ignore[attr-defined, arg-type]
+        index = {c: i for i, c in enumerate(spec["classes"])}
+        items = [(p, index[label]) for p, label in valid if label in index]
+        if not items:
+            return None, f"no validation image of {config.dataset} has one of the Learner's classes"  # type: ignore[attr-defined]
+        image = ImageSpec.from_spec(spec)
+        logits = np.concatenate([model.run(np.stack([image.preprocess(Image.open(p)) for p, _ in items[i : i + 64]])) for i in range(0, len(items), 64)])
+        return t.metric(logits, np.asarray([y for _, y in items])), f"{len(items)} validation images of {config.dataset}"  # type: ignore[attr-defined]
+    if task == "recommend":
+        from models.tasks.recommend import IdMaps
+
+        data = t.load(data_dir, config)
+        valid = data.extras["valid"]
+        users, movies = IdMaps(spec).encode(valid["user"].to_numpy(), valid["movie"].to_numpy())
+        return t.metric(model.run(users, movies), valid["rating"].to_numpy()), f"{len(valid)} validation ratings of {config.dataset}"  # type: ignore[attr-defined]
+    return None, f"no metric for imported {task} models"

@@ -1,0 +1,192 @@
+"""``zoo import fastai``: Learners trained here with fastai itself, imported, promoted, served by a real ``bentoml serve``,
+answering as ``learn.predict`` does on inputs the Learners never saw; and a ``.pkl`` is read only as the rules say."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import live_server, make_project, project_env
+from PIL import Image
+
+from models.settings import Settings
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-3
+
+
+@dataclass
+class Imported:
+    settings: Settings
+    env: dict[str, str]
+    url: str
+    vision: Any
+    collab: Any
+    ratings: Any
+    files: dict[str, Path]
+    versions: dict[str, str]
+
+
+def train_vision(mirror: Path, out: Path) -> Any:
+    """A tiny vision_learner on mnist_tiny: fastai's default Resize (centre crop at inference), ImageNet normalisation."""
+    from fastai.vision.all import ImageDataLoaders, Normalize, Resize, accuracy, imagenet_stats, resnet18, vision_learner
+
+    dls = ImageDataLoaders.from_folder(
+        mirror / "mnist_tiny", train="train", valid="valid", item_tfms=Resize(32), batch_tfms=Normalize.from_stats(*imagenet_stats), bs=64, num_workers=0
+    )
+    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(1, 3e-3)
+    learn.export(out)
+    return learn
+
+
+def train_collab(mirror: Path, out: Path) -> tuple[Any, Any]:
+    import pandas as pd
+    from fastai.collab import CollabDataLoaders, collab_learner
+
+    ratings = pd.read_csv(mirror / "movie_lens_sample" / "ratings.csv")
+    dls = CollabDataLoaders.from_df(ratings, bs=64, valid_pct=0.2, seed=7)
+    learn = collab_learner(dls, n_factors=8, y_range=(0, 5.5))
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(2, 5e-3)
+    learn.export(out)
+    return learn, ratings
+
+
+def zoo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Iterator[Imported]:
+    from pipelines import ingest, promotion
+    from pipelines.fastai_import import import_fastai
+
+    root = tmp_path_factory.mktemp("fastai")
+    env = make_project(root / "project", mirror)
+    files = {"vision": root / "vision.pkl", "collab": root / "collab.pkl"}
+    vision = train_vision(mirror, files["vision"])
+    collab, ratings = train_collab(mirror, files["collab"])
+    with project_env(env) as settings:
+        ingest.ingest(settings, ["mnist_tiny", "movie_lens_sample"])
+        done = zoo(env, "import", "fastai", str(files["vision"]), "--task", "classify", "--trust-pickle", "--reason", "from the notebook", "--json")
+        assert done.returncode == 0, done.stderr
+        versions = {"classify": json.loads(done.stdout)["version"]}
+        versions["recommend"] = import_fastai(settings, files["collab"], "recommend", reason="from the notebook", trust_pickle=True).version
+        for task, version in versions.items():
+            promotion.promote(settings, task, version, reason="imported from fastai")
+        with live_server(settings, root / "serve.log", env={"ZOO_TASKS": "classify,recommend"}) as url:
+            yield Imported(settings, env, url, vision, collab, ratings, files, versions)
+
+
+def unseen_images(mirror: Path, folder: Path) -> list[Path]:
+    """mnist_tiny's unlabelled test digits, and photos of other shapes and modes (the centre crop at work)."""
+    folder.mkdir(exist_ok=True)
+    photos = sorted((mirror / "mnist_tiny" / "test").glob("*.png"))[:8]
+    street = sorted((mirror / "camvid_tiny" / "images").iterdir())[0]
+    with Image.open(street) as img:
+        img.save(folder / "wide.png")
+        img.convert("L").rotate(90, expand=True).save(folder / "tall-grey.png")
+        img.convert("RGBA").resize((50, 20)).save(folder / "strip-rgba.png")
+    return [*photos, folder / "wide.png", folder / "tall-grey.png", folder / "strip-rgba.png"]
+
+
+def test_served_classify_answers_as_learn_predict_does(imported: Imported, mirror: Path, tmp_path: Path) -> None:
+    import bentoml
+
+    classes = [str(c) for c in imported.vision.dls.vocab]
+    for photo in unseen_images(mirror, tmp_path):
+        _, _, probs = imported.vision.predict(photo)
+        r = httpx.post(f"{imported.url}/classify", files={"image": (photo.name, photo.read_bytes(), "image/png")}, data={"k": "2"}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_version"] == imported.versions["classify"] == r.headers["x-model-version"]
+        served = {p["label"]: p["probability"] for p in body["predictions"]}
+        assert max(abs(served[c] - float(p)) for c, p in zip(classes, probs)) < TOLERANCE, photo.name
+        assert body["predictions"][0]["label"] == classes[int(probs.argmax())], photo.name
+    with bentoml.SyncHTTPClient(imported.url, timeout=60) as client:
+        assert client.classify(image=photo, k=1)["predictions"][0]["label"] == classes[int(imported.vision.predict(photo)[2].argmax())]
+    r = httpx.post(f"{imported.url}/classify", files={"image": ("x.png", photo.read_bytes(), "image/png")}, data={"explain": "true"}, timeout=60)
+    assert r.status_code == 400 and "has no 'cam' output" in r.json()["error"]  # a fastai head has no class activation maps
+
+
+def test_served_ratings_answer_as_fastai_does_on_its_validation_pairs(imported: Imported) -> None:
+    from fastai.data.transforms import RandomSplitter
+
+    _, held_out = RandomSplitter(valid_pct=0.2, seed=7)(imported.ratings)  # the split CollabDataLoaders.from_df made
+    valid = imported.ratings.iloc[held_out][["userId", "movieId"]]
+    preds, _ = imported.collab.get_preds(dl=imported.collab.dls.test_dl(valid))
+    body = {"user_ids": valid["userId"].tolist(), "movie_ids": valid["movieId"].tolist()}
+    r = httpx.post(f"{imported.url}/rate", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    served = np.asarray([x["rating"] for x in r.json()["ratings"]])
+    assert len(served) == len(valid) >= 50
+    assert np.max(np.abs(served - preds.numpy().ravel())) < TOLERANCE
+    user = int(valid["userId"].iloc[0])
+    top = httpx.post(f"{imported.url}/recommend", json={"user_id": user, "k": 5}, timeout=60).json()
+    rated = set(imported.ratings.loc[imported.ratings["userId"] == user, "movieId"])
+    assert top["known_user"] and len(top["movies"]) == 5 and not rated & {m["movie_id"] for m in top["movies"]}
+
+
+def test_the_versions_say_where_they_came_from_and_passed_the_gates(imported: Imported) -> None:
+    from models.onnx_model import sha256_file
+    from models.store.connect import client
+    from pipelines import promotion
+
+    c = client(imported.settings)
+    for task, kind in (("classify", "vision"), ("recommend", "collab")):
+        mv = c.get_model_version(task, imported.versions[task])
+        assert mv.tags["source"] == "fastai" and mv.tags["source_sha256"] == sha256_file(imported.files[kind])
+        assert c.get_model_version_by_alias(task, "champion").version == mv.version
+        run = c.get_run(mv.run_id)
+        assert run.data.params["reason"] == "from the notebook" and run.data.metrics["served_max_abs_diff"] < TOLERANCE
+        last = promotion.history(imported.settings, task)[-1]
+        assert last["version"] == str(mv.version) and all(g["passed"] for g in last["gates"])
+
+
+class Spy:
+    """A "Learner" whose unpickling writes the environment it ran in to a file, then is no Learner at all."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        code = f"import os, json; open({str(self.target)!r}, 'w').write(json.dumps(dict(os.environ)))"
+        return (exec, (code,))
+
+
+def test_a_pickle_is_read_only_with_trust_pickle_and_without_credentials(imported: Imported, tmp_path: Path) -> None:
+    from models.store.connect import client
+
+    marker = tmp_path / "environment.json"
+    bad = tmp_path / "learner.pkl"
+    bad.write_bytes(pickle.dumps(Spy(marker)))
+    before = {t: len(client(imported.settings).search_model_versions(f"name='{t}'")) for t in ("classify", "recommend")}
+
+    refused = zoo(imported.env, "import", "fastai", str(bad), "--task", "classify")
+    assert refused.returncode != 0 and "--trust-pickle" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert not marker.exists()  # nothing was read
+
+    secrets = {"MLFLOW_TRACKING_PASSWORD": "hunter2", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "ZOO_API_TOKENS": "a-service-token-0123456789"}
+    ran = zoo({**imported.env, **secrets}, "import", "fastai", str(bad), "--task", "classify", "--trust-pickle")
+    assert ran.returncode != 0 and "failed" in ran.stderr
+    seen = json.loads(marker.read_text())  # it ran, in the child process: with none of the registry's or the service's secrets
+    assert not {k for k in seen if k.startswith(("MLFLOW", "AWS", "ZOO_", "PG", "DATABASE"))}
+    assert {t: len(client(imported.settings).search_model_versions(f"name='{t}'")) for t in ("classify", "recommend")} == before
+
+    broken = zoo({**imported.env, "ZOO_API_TOKENS": "short"}, "import", "fastai", str(bad), "--task", "classify")
+    assert broken.returncode == 1 and broken.stderr.startswith("error: ") and "Traceback" not in broken.stderr  # a bad setting: one line
+
+    other = zoo(imported.env, "import", "fastai", str(imported.files["vision"]), "--task", "sales", "--trust-pickle")
+    assert other.returncode != 0 and "cannot be imported as sales" in other.stderr
