@@ -237,6 +237,8 @@ def test_the_declared_schema_says_what_is_required_and_what_may_be_null(server: 
     assert body("/rate")["user_ids"]["minItems"] == body("/rate")["movie_ids"]["minItems"] == 1
     answer = paths["/segment"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
     assert answer["overlay_png"]["nullable"] is True  # null unless overlay=true
+    classified = paths["/classify"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+    assert classified["heatmap_png"]["nullable"] is True  # null unless explain=true
 
 
 def test_past_the_queue_limit_requests_get_503_with_retry_after(project: Settings, tmp_path: Path) -> None:

@@ -24,7 +24,8 @@ class ClassifyResult(BaseModel):
     predictions: list[Prediction]
     heatmap_png: str | None = Field(
         default=None,
-        description="with explain=true: the top class's activation map over the photo, a PNG in base64 (lesson 6)",
+        description="with explain=true: the top class's activation map over the photo, a PNG in base64 (lesson 6); else null",
+        json_schema_extra={"nullable": True},
     )
 
 
