@@ -16,7 +16,7 @@ import_app = typer.Typer(help="Bring models trained elsewhere into the registry.
 @import_app.command("fastai")
 def fastai(
     path: Annotated[Path, typer.Argument(help="A Learner saved with learn.export() (a .pkl).")],
-    task: Annotated[str, typer.Option(help="The task it becomes a version of: classify or recommend.")],
+    task: Annotated[str, typer.Option(help="The task it becomes a version of: classify, segment, sentiment or recommend.")],
     reason: Annotated[str, typer.Option(help="Why, recorded on the import's MLflow run.")] = "",
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Read the .pkl, which runs code: only for files you trust.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -37,3 +37,5 @@ def fastai(
         f"{result.metric_name} {metric} on {result.measured_on}; served answers within {result.served_max_abs_diff:.2g} of fastai's "
         f"on {result.probes} probe(s). Promote it with: zoo promote {task} {result.version} --reason ..."
     )
+    for note in result.differences:
+        emit(f"  served preprocessing differs from fastai's on {note}")

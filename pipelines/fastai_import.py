@@ -56,6 +56,8 @@ class ImportResult:
     served_max_abs_diff: float
     onnx_max_abs_diff: float
     probes: int
+    differences: list[str]
+    """Where the served preprocessing differs from fastai's on a probe (sentiment's tokens), and by how much."""
 
 
 def child_env() -> dict[str, str]:
@@ -121,12 +123,14 @@ def import_fastai(settings: Settings, path: Path, task: str, reason: str = "", t
             model = read_outputs(task, out, spec)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ImportFailed(f"the converted Learner does not load as a {task} model: {exc}") from exc
-        served = served_parity(model, task, probes, out)
+        served, notes = served_parity(model, task, probes, out)
         metric, measured_on = platform_metric(model, task, data_dir, config_name)
         tags = {Tag.TASK: task, Tag.CONFIG: "fastai-import", Tag.ORIGIN: "fastai", Tag.ORIGIN_SHA256: digest}
         run = RunLog.start(settings, f"{task}-fastai-import", tags)
         try:
             run.more_params({**{f"fastai_{k}": str(v)[:500] for k, v in learner.items()}, "file": path.name, "reason": reason, "measured_on": measured_on})
+            if notes:
+                run.tags({"served_differences": " | ".join(notes)[:4000]})
             onnx_diff = float(learner.get("onnx_max_abs_diff", 0.0))
             run.metrics({t.metric_name: metric, "onnx_max_abs_diff": onnx_diff, "served_max_abs_diff": served})
             example = tuple(reference_inputs(model.spec, batch=2))
@@ -135,4 +139,4 @@ def import_fastai(settings: Settings, path: Path, task: str, reason: str = "", t
             run.finish("FAILED")
             raise
         run.finish()
-    return ImportResult(task, version, digest, t.metric_name, metric, measured_on, served, onnx_diff, len(probes))
+    return ImportResult(task, version, digest, t.metric_name, metric, measured_on, served, onnx_diff, len(probes), notes)

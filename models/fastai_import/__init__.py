@@ -17,13 +17,14 @@ from __future__ import annotations
 CONVERTERS = {
     "classify": "models.fastai_import.vision",
     "recommend": "models.fastai_import.collab",
+    "segment": "models.fastai_import.unet",
+    "sentiment": "models.fastai_import.text",
 }
-"""Task -> the module that converts its kind of Learner (``vision_learner``; ``collab_learner``'s dot-product model)."""
+"""Task -> the module that converts its kind of Learner (``vision_learner``; ``collab_learner``'s dot-product model;
+``unet_learner``; ``text_classifier_learner`` on AWD-LSTM)."""
 
 NOT_SUPPORTED = {
-    "segment": "unet_learner models are not converted yet",
-    "superres": "unet_learner models are not converted yet",
-    "sentiment": "text_classifier_learner models are not converted yet",
+    "superres": "a unet_learner for super-resolution predicts an image, which the superres spec (luminance residuals) cannot describe",
     "sales": "tabular_learner models are not converted yet",
 }
 """Tasks whose Learners the import refuses, and why."""

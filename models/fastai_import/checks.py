@@ -33,10 +33,34 @@ def _answer(model: OnnxModel, task: str, endpoint: str, request: dict[str, Any])
     return ep.answer(prepared, outputs, model.version)
 
 
-def served_parity(model: OnnxModel, task: str, probes: list[dict[str, Any]], folder: Path, atol: float = PARITY_ATOL) -> float:
-    """The largest difference between the served answers and fastai's over the probes; raises past ``atol``
-    or when the top class differs."""
+def tokenizer_difference(model: OnnxModel, text: str, fastai_tokens: list[str]) -> str | None:
+    """Where the service's tokens of ``text`` differ from fastai's (spaCy's split), or None when they are the same."""
+    import difflib
+
+    from models.text import Numericalizer, encode
+
+    spec = model.spec["preprocess"]
+    numericalizer = Numericalizer(spec["vocab"])
+    ours = numericalizer.tokens(encode(text, numericalizer, int(spec["max_tokens"]))[0])
+    if ours == fastai_tokens:
+        return None
+    def shown(tokens: list[str]) -> str:
+        return " ".join(repr(t)[1:-1] for t in tokens) or "(none)"
+
+    changes = [
+        f"{shown(fastai_tokens[a0:a1])} -> {shown(ours[b0:b1])}"
+        for op, a0, a1, b0, b1 in difflib.SequenceMatcher(a=fastai_tokens, b=ours, autojunk=False).get_opcodes()
+        if op != "equal"
+    ]
+    return f"{len(changes)} difference(s) in {len(fastai_tokens)} tokens (fastai -> served): {'; '.join(changes)}"
+
+
+def served_parity(model: OnnxModel, task: str, probes: list[dict[str, Any]], folder: Path, atol: float = PARITY_ATOL) -> tuple[float, list[str]]:
+    """The largest difference between the served answers and fastai's over the probes, and notes on where the served
+    preprocessing differs from fastai's (sentiment: the tokens). Raises past ``atol`` or when the top class differs,
+    except on a text whose tokens differ, which is noted with its difference instead."""
     worst = 0.0
+    notes: list[str] = []
     for probe in probes:
         request = dict(probe["request"])
         if "image" in request:
@@ -53,6 +77,26 @@ def served_parity(model: OnnxModel, task: str, probes: list[dict[str, Any]], fol
             top = max(expected, key=lambda k: float(expected[k]))
             if answer.predictions[0].label != top and abs(float(expected[top]) - got[answer.predictions[0].label]) > atol:
                 raise ServedParityError(f"served top class {answer.predictions[0].label!r}, fastai's {top!r}")
+        elif task == "sentiment":
+            served = answer.predictions[0]
+            probabilities = expected["probabilities"]
+            diff = abs(served.probability - float(probabilities[served.label]))
+            top = max(probabilities, key=lambda k: float(probabilities[k]))
+            differs = tokenizer_difference(model, request["texts"][0], expected["fastai_tokens"])
+            if differs is not None:
+                notes.append(f"{request['texts'][0][:60]!r}: {differs}; probability off by {diff:.3g}{'' if served.label == top else ', another label'}")
+                continue
+            if served.label != top:
+                raise ServedParityError(f"served label {served.label!r}, fastai's {top!r} for {request['texts'][0][:60]!r}")
+        elif task == "segment":
+            mask_file = folder / expected["mask"]
+            if not mask_file.resolve().is_relative_to(folder.resolve()):
+                raise ServedParityError(f"a probe names a file outside the import's folder: {expected['mask']}")
+            want = np.load(mask_file, allow_pickle=False)
+            got = decode_mask(answer.mask_png)
+            if got.shape != want.shape:
+                raise ServedParityError(f"served mask {got.shape}, fastai's {want.shape}")
+            diff = float(np.mean(got != want))  # the share of pixels given another class (argmax ties of float noise)
         elif task == "recommend":
             got = np.asarray([r.rating for r in answer.ratings], dtype=np.float64)
             want = np.asarray(expected, dtype=np.float64)
@@ -64,7 +108,14 @@ def served_parity(model: OnnxModel, task: str, probes: list[dict[str, Any]], fol
         if diff > atol:
             raise ServedParityError(f"the served answer differs from fastai's by {diff:.3g} (tolerance {atol}) on {probe['endpoint']} {probe['request']}")
         worst = max(worst, diff)
-    return worst
+    return worst, notes
+
+
+def decode_mask(b64: str) -> np.ndarray:
+    import base64
+    import io
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))), dtype=np.uint8)
 
 
 def complete_spec(task: str, spec: Spec, data_dir: Path, config_name: str = "demo") -> Spec:
@@ -105,6 +156,29 @@ def platform_metric(model: OnnxModel, task: str, data_dir: Path, config_name: st
         image = ImageSpec.from_spec(spec)
         logits = np.concatenate([model.run(np.stack([image.preprocess(Image.open(p)) for p, _ in items[i : i + 64]])) for i in range(0, len(items), 64)])
         return t.metric(logits, np.asarray([y for _, y in items])), f"{len(items)} validation images of {config.dataset}"  # type: ignore[attr-defined]
+    if task == "segment":
+        from models.images import ImageSpec
+        from models.tasks.segment import label_path, preprocess_mask, split_items
+
+        root = data_dir / config.dataset  # type: ignore[attr-defined]
+        _, valid = split_items(root, config.valid_pct, config.seed)
+        image = ImageSpec.from_spec(spec)
+        x = np.stack([image.preprocess(Image.open(p)) for p in valid])
+        y = np.stack([preprocess_mask(Image.open(label_path(root, p)), spec) for p in valid])
+        logits = np.concatenate([model.run(x[i : i + 8]) for i in range(0, len(x), 8)])
+        return t.metric(logits, y), f"{len(valid)} validation photos of {config.dataset}"  # type: ignore[attr-defined]
+    if task == "sentiment":
+        from models.tasks.sentiment import read_texts
+
+        texts, labels, is_valid, _ = read_texts(data_dir / config.dataset)  # type: ignore[attr-defined]
+        index = {label: i for i, label in enumerate(spec["labels"])}
+        rows = [(text, index[label]) for text, label, v in zip(texts, labels, is_valid) if v and label in index]
+        if not rows:
+            return None, f"no validation text of {config.dataset} has one of the Learner's labels"  # type: ignore[attr-defined]
+        hooks = get_serving(task)(spec, Limits(max_texts=len(rows)))
+        prepared = hooks.endpoints()["sentiment"].prepare(texts=[text for text, _ in rows])
+        logits = np.concatenate([model.run(*group) for group in prepared.inputs])
+        return t.metric(logits, np.asarray([y for _, y in rows])), f"{len(rows)} validation reviews of {config.dataset}"  # type: ignore[attr-defined]
     if task == "recommend":
         from models.tasks.recommend import IdMaps
 

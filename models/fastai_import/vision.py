@@ -33,7 +33,7 @@ def image_spec(learn: Any) -> dict[str, Any]:
     resample = RESAMPLES.get(int(r.mode))
     if resample is None:
         raise Unsupported(f"Resize's resampling {r.mode!r} is not served (bilinear, bicubic or nearest)")
-    others = [t for t in learn.dls.after_item.fs if type(t).__name__ not in ("Resize", "ToTensor") and getattr(t, "split_idx", None) != 0]
+    others = [t for t in learn.dls.after_item.fs if type(t).__name__ not in ("Resize", "ToTensor", "AddMaskCodes") and getattr(t, "split_idx", None) != 0]
     if others:
         raise Unsupported(f"item transforms that act at inference are not served: {[type(t).__name__ for t in others]}")
     mean, std = [0.0] * 3, [1.0] * 3
