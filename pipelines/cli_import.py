@@ -16,7 +16,7 @@ import_app = typer.Typer(help="Bring models trained elsewhere into the registry.
 @import_app.command("fastai")
 def fastai(
     path: Annotated[Path, typer.Argument(help="A Learner saved with learn.export() (a .pkl).")],
-    task: Annotated[str, typer.Option(help="The task it becomes a version of: classify, segment, sentiment or recommend.")],
+    task: Annotated[str, typer.Option(help="The task it becomes a version of: classify, segment, sentiment, sales or recommend.")],
     reason: Annotated[str, typer.Option(help="Why, recorded on the import's MLflow run.")] = "",
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Read the .pkl, which runs code: only for files you trust.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,

@@ -19,13 +19,13 @@ CONVERTERS = {
     "recommend": "models.fastai_import.collab",
     "segment": "models.fastai_import.unet",
     "sentiment": "models.fastai_import.text",
+    "sales": "models.fastai_import.tabular",
 }
 """Task -> the module that converts its kind of Learner (``vision_learner``; ``collab_learner``'s dot-product model;
-``unet_learner``; ``text_classifier_learner`` on AWD-LSTM)."""
+``unet_learner``; ``text_classifier_learner`` on AWD-LSTM; ``tabular_learner`` on the service's own sales features)."""
 
 NOT_SUPPORTED = {
     "superres": "a unet_learner for super-resolution predicts an image, which the superres spec (luminance residuals) cannot describe",
-    "sales": "tabular_learner models are not converted yet",
 }
 """Tasks whose Learners the import refuses, and why."""
 

@@ -63,6 +63,10 @@ def served_parity(model: OnnxModel, task: str, probes: list[dict[str, Any]], fol
     notes: list[str] = []
     for probe in probes:
         request = dict(probe["request"])
+        if task == "sales":
+            from models.tasks.sales.serving import SalesRecord
+
+            request["records"] = [SalesRecord(**r) for r in request["records"]]
         if "image" in request:
             request["image"] = folder / request["image"]
             if not request["image"].resolve().is_relative_to(folder.resolve()):
@@ -77,6 +81,12 @@ def served_parity(model: OnnxModel, task: str, probes: list[dict[str, Any]], fol
             top = max(expected, key=lambda k: float(expected[k]))
             if answer.predictions[0].label != top and abs(float(expected[top]) - got[answer.predictions[0].label]) > atol:
                 raise ServedParityError(f"served top class {answer.predictions[0].label!r}, fastai's {top!r}")
+        elif task == "sales":
+            got = np.log(np.asarray([p.sales for p in answer.predictions], dtype=np.float64))
+            want = np.log(np.asarray(expected, dtype=np.float64))
+            if got.shape != want.shape:
+                raise ServedParityError(f"{len(got)} served forecasts for {len(want)} of fastai's")
+            diff = float(np.max(np.abs(got - want)))  # in log sales: a relative difference
         elif task == "sentiment":
             served = answer.predictions[0]
             probabilities = expected["probabilities"]
@@ -167,6 +177,19 @@ def platform_metric(model: OnnxModel, task: str, data_dir: Path, config_name: st
         y = np.stack([preprocess_mask(Image.open(label_path(root, p)), spec) for p in valid])
         logits = np.concatenate([model.run(x[i : i + 8]) for i in range(0, len(x), 8)])
         return t.metric(logits, y), f"{len(valid)} validation photos of {config.dataset}"  # type: ignore[attr-defined]
+    if task == "sales":
+        from models.tasks.sales.course import platform_spec
+        from models.tasks.sales.serving import SalesRecord
+
+        _, _, valid = platform_spec(data_dir, config_name)
+        records = [
+            SalesRecord(Store=int(r.Store), Date=str(r.Date.date()), Open=int(r.Open), Promo=int(r.Promo), StateHoliday=str(r.StateHoliday), SchoolHoliday=int(r.SchoolHoliday))
+            for r in valid.itertuples()
+        ]
+        hooks = get_serving(task)(spec, Limits(max_records=len(records)))
+        prepared = hooks.endpoints()["sales"].prepare(records=records)
+        outputs = np.concatenate([model.run(*group) for group in prepared.inputs])
+        return t.metric(outputs, np.log(valid["Sales"].to_numpy(dtype=np.float64))), f"{len(records)} validation store-days of {config.dataset}"  # type: ignore[attr-defined]
     if task == "sentiment":
         from models.tasks.sentiment import read_texts
 

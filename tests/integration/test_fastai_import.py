@@ -33,6 +33,7 @@ class Imported:
     vision: Any
     unet: Any
     text: Any
+    tabular: Any
     collab: Any
     ratings: Any
     files: dict[str, Path]
@@ -85,6 +86,24 @@ def train_text(mirror: Path, out: Path) -> Any:
     return learn
 
 
+def train_tabular(data_dir: Path, out: Path) -> Any:
+    """A tiny tabular_learner on the service's own sales features (course_frames), log sales in a sigmoid range."""
+    import pandas as pd
+    from fastai.tabular.all import Categorify, FillMissing, Normalize, TabularPandas, tabular_learner
+
+    from models.tasks.sales.course import course_frames
+
+    train, valid, cat_names, cont_names = course_frames(data_dir)
+    frame = pd.concat([train, valid], ignore_index=True)
+    splits = (list(range(len(train))), list(range(len(train), len(frame))))
+    to = TabularPandas(frame, [Categorify, FillMissing, Normalize], cat_names, cont_names, y_names="Sales", splits=splits)
+    learn = tabular_learner(to.dataloaders(bs=512), layers=[100, 50], y_range=(0.0, float(train["Sales"].max() * 1.2)))
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(1, 3e-3)
+    learn.export(out)
+    return learn
+
+
 def train_collab(mirror: Path, out: Path) -> tuple[Any, Any]:
     import pandas as pd
     from fastai.collab import CollabDataLoaders, collab_learner
@@ -109,23 +128,25 @@ def imported(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Iterator
 
     root = tmp_path_factory.mktemp("fastai")
     env = make_project(root / "project", mirror)
-    files = {"vision": root / "vision.pkl", "unet": root / "unet.pkl", "text": root / "text.pkl", "collab": root / "collab.pkl"}
+    files = {"vision": root / "vision.pkl", "unet": root / "unet.pkl", "text": root / "text.pkl", "tabular": root / "tabular.pkl", "collab": root / "collab.pkl"}
     vision = train_vision(mirror, files["vision"])
     unet = train_unet(mirror, files["unet"])
     text = train_text(mirror, files["text"])
     collab, ratings = train_collab(mirror, files["collab"])
     with project_env(env) as settings:
-        ingest.ingest(settings, ["mnist_tiny", "movie_lens_sample", "camvid_tiny", "imdb_sample"])
+        ingest.ingest(settings, ["mnist_tiny", "movie_lens_sample", "camvid_tiny", "imdb_sample", "rossmann_sample"])
+        tabular = train_tabular(settings.project_root / "data", files["tabular"])
         done = zoo(env, "import", "fastai", str(files["vision"]), "--task", "classify", "--trust-pickle", "--reason", "from the notebook", "--json")
         assert done.returncode == 0, done.stderr
         versions = {"classify": json.loads(done.stdout)["version"]}
         versions["recommend"] = import_fastai(settings, files["collab"], "recommend", reason="from the notebook", trust_pickle=True).version
         versions["segment"] = import_fastai(settings, files["unet"], "segment", reason="from the notebook", trust_pickle=True).version
         versions["sentiment"] = import_fastai(settings, files["text"], "sentiment", reason="from the notebook", trust_pickle=True).version
+        versions["sales"] = import_fastai(settings, files["tabular"], "sales", reason="from the notebook", trust_pickle=True).version
         for task, version in versions.items():
             promotion.promote(settings, task, version, reason="imported from fastai")
-        with live_server(settings, root / "serve.log", env={"ZOO_TASKS": "classify,recommend,segment,sentiment"}) as url:
-            yield Imported(settings, env, url, vision, unet, text, collab, ratings, files, versions)
+        with live_server(settings, root / "serve.log", env={"ZOO_TASKS": "classify,recommend,sales,segment,sentiment"}) as url:
+            yield Imported(settings, env, url, vision, unet, text, tabular, collab, ratings, files, versions)
 
 
 def unseen_images(mirror: Path, folder: Path) -> list[Path]:
@@ -206,6 +227,24 @@ def test_served_sentiment_answers_as_fastai_does_where_the_tokens_agree(imported
     assert same >= 5
 
 
+def test_served_forecasts_are_fastais_on_the_validation_weeks(imported: Imported) -> None:
+    from models.tasks.sales.course import course_frames, platform_spec
+
+    data = imported.settings.project_root / "data"
+    _, _, valid_rows = platform_spec(data)
+    _, valid, _, _ = course_frames(data)  # the weeks the Learner validated on, never trained on
+    picked = valid_rows.reset_index(drop=True).sample(n=30, random_state=1)
+    preds, _ = imported.tabular.get_preds(dl=imported.tabular.dls.test_dl(valid.iloc[picked.index].drop(columns=["Sales"])))
+    records = [
+        {"Store": int(r.Store), "Date": str(r.Date.date()), "Open": 1, "Promo": int(r.Promo), "StateHoliday": str(r.StateHoliday), "SchoolHoliday": int(r.SchoolHoliday)}
+        for r in picked.itertuples()
+    ]
+    r = httpx.post(f"{imported.url}/sales", json={"records": records}, timeout=60)
+    assert r.status_code == 200, r.text
+    served = np.log([p["sales"] for p in r.json()["predictions"]])
+    assert np.max(np.abs(served - preds.numpy().ravel())) < TOLERANCE  # log sales: within 0.1%
+
+
 def test_served_ratings_answer_as_fastai_does_on_its_validation_pairs(imported: Imported) -> None:
     from fastai.data.transforms import RandomSplitter
 
@@ -230,7 +269,7 @@ def test_the_versions_say_where_they_came_from_and_passed_the_gates(imported: Im
     from pipelines import promotion
 
     c = client(imported.settings)
-    for task, kind in (("classify", "vision"), ("recommend", "collab"), ("segment", "unet"), ("sentiment", "text")):
+    for task, kind in (("classify", "vision"), ("recommend", "collab"), ("segment", "unet"), ("sentiment", "text"), ("sales", "tabular")):
         mv = c.get_model_version(task, imported.versions[task])
         assert mv.tags["source"] == "fastai" and mv.tags["source_sha256"] == sha256_file(imported.files[kind])
         assert c.get_model_version_by_alias(task, "champion").version == mv.version
@@ -273,5 +312,7 @@ def test_a_pickle_is_read_only_with_trust_pickle_and_without_credentials(importe
     broken = zoo({**imported.env, "ZOO_API_TOKENS": "short"}, "import", "fastai", str(bad), "--task", "classify")
     assert broken.returncode == 1 and broken.stderr.startswith("error: ") and "Traceback" not in broken.stderr  # a bad setting: one line
 
-    other = zoo(imported.env, "import", "fastai", str(imported.files["vision"]), "--task", "sales", "--trust-pickle")
-    assert other.returncode != 0 and "cannot be imported as sales" in other.stderr
+    other = zoo(imported.env, "import", "fastai", str(imported.files["vision"]), "--task", "superres", "--trust-pickle")
+    assert other.returncode != 0 and "cannot be imported as superres" in other.stderr
+    wrong = zoo(imported.env, "import", "fastai", str(imported.files["vision"]), "--task", "sales", "--trust-pickle")
+    assert wrong.returncode != 0 and "a sales Learner is a tabular_learner" in wrong.stderr  # read, refused, nothing registered
