@@ -68,13 +68,19 @@ def check_gates(
 
     value = metric(mv, t.metric_name)
     best = metric(champion, t.metric_name) if champion else None
+    how = ""
+    if champion is not None and value is not None and str(champion.version) != str(mv.version):
+        from pipelines.comparison import compare
+
+        compared = compare(settings, task, mv, champion, lambda v: metric(v, t.metric_name))
+        value, best, how = compared.candidate, compared.champion, f"; {compared.how}"
     if value is None:
         gates.append(Gate("metric", False, f"version {version} has no {t.metric_name} logged"))
     elif best is None or champion is None:
         gates.append(Gate("metric", True, f"{t.metric_name} {value:.4f}; no champion to compare with"))
     else:
         ok = value >= best - policy.tolerance if t.higher_is_better else value <= best + policy.tolerance
-        gates.append(Gate("metric", ok, f"{t.metric_name} {value:.4f} vs champion v{champion.version} {best:.4f} (tolerance {policy.tolerance})"))
+        gates.append(Gate("metric", ok, f"{t.metric_name} {value:.4f} vs champion v{champion.version} {best:.4f} (tolerance {policy.tolerance}){how}"))
 
     model: OnnxModel | None = None
     diff = metric(mv, "onnx_max_abs_diff")

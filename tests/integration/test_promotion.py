@@ -162,3 +162,29 @@ def test_promote_to_a_separate_prod_registry(project: Settings, versions: dict[s
     assert mv is not None and str(mv.version) == record.version == "1"
     model = reading.open_version(prod_settings, c, mv)
     assert model.input_names == ["user", "movie"]
+
+
+def test_the_metric_gate_rescores_both_when_they_were_measured_on_different_data(project: Settings, versions: dict[str, str]) -> None:
+    from models.scoring import platform_metric
+
+    c = connect.client(project)
+    new, old = versions["recommend_new"], versions["recommend_old"]
+    c.set_registered_model_alias("recommend", CHAMPION, old)
+    lenient = PromotionPolicy(tolerance=10.0, latency_budget_ms=1000)
+    same = promotion.check_gates(project, "recommend", new, lenient)[0]
+    assert same.name == "metric" and "stored validation metrics, both measured on task data" in same.detail
+    tags = {v: c.get_model_version("recommend", v).tags[Tag.TASK_DATA_HASH] for v in (new, old)}
+    try:
+        c.set_model_version_tag("recommend", old, Tag.TASK_DATA_HASH, "0" * 64)  # the champion trained on other data
+        gate = promotion.check_gates(project, "recommend", new, lenient)[0]
+        data = project.project_root / "data"
+        a, _ = platform_metric(reading.load_version(project, "recommend", new), "recommend", data, "tiny")
+        b, _ = platform_metric(reading.load_version(project, "recommend", old), "recommend", data, "tiny")
+        assert "both rescored on the candidate's validation split" in gate.detail
+        assert gate.detail.startswith(f"mse {a:.4f} vs champion v{old} {b:.4f}")
+        c.set_model_version_tag("recommend", new, Tag.TASK_DATA_HASH, "1" * 64)  # and data/ no longer holds the candidate's
+        moved = promotion.check_gates(project, "recommend", new, lenient)[0]
+        assert "not the candidate's, so neither was rescored" in moved.detail
+    finally:
+        for v, value in tags.items():
+            c.set_model_version_tag("recommend", v, Tag.TASK_DATA_HASH, value)
