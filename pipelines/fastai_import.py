@@ -95,8 +95,8 @@ def read_outputs(task: str, out: Path, spec: dict[str, object]) -> OnnxModel:
 def import_fastai(settings: Settings, path: Path, task: str, reason: str = "", trust_pickle: bool = False, config_name: str = "demo") -> ImportResult:
     """Import the Learner at ``path`` as a new version of ``task`` (``challenger``); see the module's docstring."""
     from models.fastai_import.checks import complete_spec, served_parity
-    from models.scoring import platform_metric
     from models.registry import get_task
+    from models.scoring import platform_metric
     from models.store import writing
     from models.store.runs import RunLog
 
