@@ -9,6 +9,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +192,7 @@ class OnnxModel:
             raise UnsafeModel(f"{SPEC_FILE} declares inputs and outputs {declared}, the model has {names}: refused")
         return cls(session, spec, version)
 
-    @property
+    @cached_property
     def input_names(self) -> list[str]:
         return [i.name for i in self.session.get_inputs()]
 
@@ -218,7 +219,7 @@ class OnnxModel:
 
         return self.spec["task"] == other.spec["task"] and sig(self) == sig(other)
 
-    @property
+    @cached_property
     def output_names(self) -> list[str]:
         return [o.name for o in self.session.get_outputs()]
 

@@ -111,8 +111,9 @@ def import_fastai(settings: Settings, path: Path, task: str, reason: str = "", t
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     data_dir = settings.project_root / "data"
-    if not (data_dir / t.dataset_of(t.config(config_name))[0]).is_dir():
-        raise ImportFailed(f"{data_dir} has no {t.dataset_of(t.config(config_name))[0]}/: run `zoo data ingest` first (the import measures the model on it)")
+    dataset = t.dataset_of(t.config(config_name))[0]
+    if not (data_dir / dataset).is_dir():
+        raise ImportFailed(f"{data_dir} has no {dataset}/: run `zoo data ingest` first (the import measures the model on it)")
     digest = sha256_file(path)
     with tempfile.TemporaryDirectory(prefix="zoo-fastai-") as tmp:
         out = Path(tmp)

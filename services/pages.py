@@ -7,7 +7,6 @@ model versions, and fetch nothing from the internet.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -78,4 +77,4 @@ def page(path: str, routes: dict[str, str], tasks: list[str] | tuple[str, ...]) 
     if path == "/ui/":
         return HTMLResponse(asset("playground.html"), headers={"Cache-Control": "no-cache"})
     body = {"service": "course-zoo", "version": project_version(), "tasks": served(routes, tasks)}
-    return JSONResponse(json.loads(json.dumps(body)), headers={"Cache-Control": "no-store"})
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})

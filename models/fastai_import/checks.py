@@ -133,17 +133,9 @@ def complete_spec(task: str, spec: Spec, data_dir: Path, config_name: str = "dem
     movies (a ``.pkl`` carries no training rows)."""
     if task != "recommend":
         return spec
-    from models.tasks.recommend import read_ratings
+    from models.tasks.recommend import popular_and_rated, read_ratings
 
-    t = get_task(task)
-    config = t.config(config_name)
+    config = get_task(task).config(config_name)
     df = read_ratings(data_dir / config.dataset)  # type: ignore[attr-defined]
-    known = set(spec["movies"])
-    counts = df[df["movie"].isin(known)]["movie"].value_counts(sort=False)
-    popular = counts.sort_values(ascending=False, kind="stable").index[: config.n_popular]  # type: ignore[attr-defined]
-    return {
-        **spec,
-        "global_mean": float(df["rating"].mean()),
-        "popular": [int(m) for m in popular],
-        "rated": {str(u): sorted(int(m) for m in g) for u, g in df.groupby("user")["movie"]},
-    }
+    popular, rated = popular_and_rated(df[df["movie"].isin(set(spec["movies"]))], df, config.n_popular)  # type: ignore[attr-defined]
+    return {**spec, "global_mean": float(df["rating"].mean()), "popular": popular, "rated": rated}

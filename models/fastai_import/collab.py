@@ -50,8 +50,9 @@ def convert(learn: Any, out: Path, data_dir: Path | None = None) -> Converted:
     preds, _ = learn.get_preds(dl=learn.dls.test_dl(frame))
     request = {"user_ids": [int(u) for u in pick_u], "movie_ids": [int(m) for m in pick_m]}
     probes = [Probe("rate", request, [float(p) for p in preds.flatten().tolist()])]
-    index_u = np.asarray([users.index(int(u)) + 1 for u in pick_u], dtype=np.int64)
-    index_m = np.asarray([movies.index(int(m)) + 1 for m in pick_m], dtype=np.int64)
+    from models.tasks.recommend import IdMaps
+
+    index_u, index_m = IdMaps(spec).encode(pick_u, pick_m)  # the service's own id lookup
     with torch.no_grad():
         mine = net(torch.from_numpy(index_u), torch.from_numpy(index_m)).numpy()
     if not np.allclose(mine, preds.flatten().numpy(), atol=1e-5):

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from models.fastai_import import Unsupported
@@ -81,6 +80,4 @@ def convert(learn: Any, out: Path, data_dir: Path | None = None) -> Converted:
         probes.append(Probe("classify", {"image": str(path.relative_to(out)), "k": len(classes)}, expected))
         inputs.append(image.preprocess(Image.open(path)))
     learner = {"model": type(net).__name__, "loss": type(learn.loss_func).__name__, "item_tfms": str(learn.dls.after_item), "batch_tfms": str(learn.dls.after_batch)}
-    with torch.no_grad():
-        net(torch.from_numpy(np.stack(inputs)))  # the model takes what the served preprocessing makes
     return Converted(net, spec, (np.stack(inputs).astype(np.float32),), probes, learner)

@@ -72,6 +72,14 @@ def ratings_schema(min_rows: int = 100, max_rows: int = 100_000_000):
     )
 
 
+def popular_and_rated(train: pd.DataFrame, df: pd.DataFrame, n_popular: int) -> tuple[list[int], dict[str, list[int]]]:
+    """The ``n_popular`` most rated movies of ``train``, and every user's rated movies in ``df`` (the spec's
+    ``popular`` and ``rated``: what ``/recommend`` serves to unknown users and leaves out for known ones)."""
+    counts = train["movie"].value_counts(sort=False)
+    popular = counts.sort_values(ascending=False, kind="stable").index[:n_popular]
+    return [int(m) for m in popular], {str(u): sorted(int(m) for m in g) for u, g in df.groupby("user")["movie"]}
+
+
 class IdMaps:
     """Raw user and movie ids -> embedding indices (0 = unknown). Training and serving share it."""
 
@@ -128,15 +136,14 @@ class Recommend(Task):
         train, valid = df[~is_valid], df[is_valid]
         if config.limit:
             train, valid = train.iloc[: config.limit], valid.iloc[: config.limit]
-        counts = train["movie"].value_counts(sort=False)
-        popular = counts.sort_values(ascending=False, kind="stable").index[: config.n_popular]
+        popular, rated = popular_and_rated(train, df, config.n_popular)
         spec: Spec = {
             "users": sorted(int(u) for u in train["user"].unique()),
             "movies": sorted(int(m) for m in train["movie"].unique()),
             "y_range": [config.y_low, config.y_high],
             "global_mean": float(train["rating"].mean()),
-            "popular": [int(m) for m in popular],
-            "rated": {str(u): sorted(int(m) for m in g) for u, g in df.groupby("user")["movie"]},
+            "popular": popular,
+            "rated": rated,
         }
         maps = IdMaps(spec)
         tx = maps.encode(train["user"].to_numpy(), train["movie"].to_numpy())

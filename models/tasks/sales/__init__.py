@@ -47,6 +47,23 @@ class SalesConfig(TrainConfig):
     """The sigmoid's range tops out at log(this x the largest training sales)."""
 
 
+def fitted_split(data_dir: Path, config: SalesConfig) -> tuple[Spec, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The open days with sales, split as the task splits them (the last ``valid_weeks`` validate), and the spec
+    fitted on the training rows (calendars from every row), with those rows' raw features."""
+    train_raw, store = read_tables(data_dir / config.dataset)
+    rows = prepare_rows(train_raw)
+    valid_start = rows["Date"].max() - pd.Timedelta(days=7 * config.valid_weeks - 1)
+    useful = rows[(rows["Open"] == 1) & (rows["Sales"] > 0)]
+    train = useful[useful["Date"] < valid_start]
+    valid = useful[useful["Date"] >= valid_start]
+    if train.empty or valid.empty:
+        raise ValueError(f"{data_dir / config.dataset}: empty training or validation split (validation from {valid_start.date()})")
+    spec, raw_train = fit_spec(rows, store, train, config.elapsed_cap)
+    spec["valid_start"] = str(valid_start.date())
+    spec["data_end"] = str(rows["Date"].max().date())
+    return spec, train, valid, raw_train
+
+
 def rmspe(predicted: np.ndarray, actual: np.ndarray) -> float:
     """Root mean square percentage error (Kaggle's Rossmann metric) over rows with actual sales."""
     actual = np.asarray(actual, dtype=np.float64)
@@ -125,16 +142,8 @@ class Sales(Task):
 
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         assert isinstance(config, SalesConfig)
-        train_raw, store = read_tables(data_dir / config.dataset)
-        rows = prepare_rows(train_raw)
-        valid_start = rows["Date"].max() - pd.Timedelta(days=7 * config.valid_weeks - 1)
-        useful = rows[(rows["Open"] == 1) & (rows["Sales"] > 0)]
-        train = useful[useful["Date"] < valid_start]
-        valid = useful[useful["Date"] >= valid_start]
-        if train.empty or valid.empty:
-            raise ValueError(f"{data_dir / config.dataset}: empty training or validation split (validation from {valid_start.date()})")
         # The spec (vocabularies, statistics) is fitted on the whole training split; ``limit`` only trims the examples.
-        spec, raw_train = fit_spec(rows, store, train, config.elapsed_cap)
+        spec, train, valid, raw_train = fitted_split(data_dir, config)
         n = min(len(train), config.limit or len(train))
         n -= int(n % config.batch_size == 1)  # a last batch of one row cannot go through batch norm in training mode
         train, raw_train = train.iloc[len(train) - n :], raw_train.iloc[len(raw_train) - n :]
@@ -142,8 +151,6 @@ class Sales(Task):
             valid = valid.iloc[: config.limit]
         spec["y_range"] = [0.0, float(np.log(train["Sales"].max() * config.y_margin))]
         spec["y_mean"] = float(np.log(train["Sales"].to_numpy(dtype=np.float64)).mean())
-        spec["valid_start"] = str(valid_start.date())
-        spec["data_end"] = str(rows["Date"].max().date())
         prep = Preprocessor(spec)
         tf = prep.encode(raw_train)
         vf = prep.transform(valid)

@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 
 from models.task import Spec
-from models.tasks.sales.features import CAT_NAMES, CONT_NAMES, MISSABLE, Preprocessor, fit_spec
-from models.tasks.sales.schema import read_tables
+from models.tasks.sales.features import CAT_NAMES, CONT_NAMES, MISSABLE, Preprocessor
 
 FLAGS = [f"{c}_na" for c in MISSABLE]
 
@@ -31,20 +30,12 @@ def platform_spec(data_dir: Path | str, config_name: str = "demo") -> tuple[Spec
     """The spec the platform fits on its sales data (store table, calendars, vocabularies), with the train and
     validation rows, split as the task splits them."""
     from models.registry import get_task
-    from models.tasks.sales import SalesConfig, prepare_rows
+    from models.tasks.sales import SalesConfig, fitted_split
 
-    task = get_task("sales")
-    config = task.config(config_name)
+    config = get_task("sales").config(config_name)
     assert isinstance(config, SalesConfig)
-    train_raw, store = read_tables(Path(data_dir) / config.dataset)
-    rows = prepare_rows(train_raw)
-    valid_start = rows["Date"].max() - pd.Timedelta(days=7 * config.valid_weeks - 1)
-    useful = rows[(rows["Open"] == 1) & (rows["Sales"] > 0)]
-    train, valid = useful[useful["Date"] < valid_start], useful[useful["Date"] >= valid_start]
-    spec, _ = fit_spec(rows, store, train, config.elapsed_cap)
+    spec, train, valid, _ = fitted_split(Path(data_dir), config)
     spec["y_range"] = [0.0, float(np.log(train["Sales"].max() * config.y_margin))]
-    spec["valid_start"] = str(valid_start.date())
-    spec["data_end"] = str(rows["Date"].max().date())
     return spec, train, valid
 
 
