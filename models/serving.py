@@ -70,6 +70,9 @@ class Prepared:
     gets every named output of that group, in this order after the first (e.g. ``("cam",)`` for an explanation)."""
     needs: str = ""
     """What in the request asked for ``outputs`` (for the error when the model version has none: ``explain=true``)."""
+    features: dict[str, float] = field(default_factory=dict)
+    """Drift features the model inputs no longer show (an image's size before resizing); training gives the same
+    ones in ``Dataset.extras["drift"]`` (:mod:`models.drift`)."""
 
     @property
     def count(self) -> int:
@@ -118,6 +121,97 @@ class Serving(ABC):
 
         The contract test runs every endpoint on them; the playground and docs can show them.
         """
+
+    # ------------------------------------------------------- the live loop (docs/operating.md)
+
+    shadow_measure: ClassVar[str] = "mad"
+    """How :meth:`agreement` compares two answers: a key of :data:`MEASURES`."""
+    canary_p99_ms: ClassVar[float] = 1000.0
+    """The challenger's p99 latency budget on canary traffic; past it the canary is rolled back."""
+    canary_max_error_rate: ClassVar[float] = 0.05
+    """The share of failed challenger requests on canary traffic past which the canary is rolled back."""
+    feedback: ClassVar[dict[str, str]] = {}
+    """Endpoints that take ``POST /feedback`` for their requests -> what the outcome is (for the error messages)."""
+
+    def agreement(self, endpoint: str, champion: Any, challenger: Any) -> float | None:
+        """How far the challenger's answer to a request agrees with the champion's, in :attr:`shadow_measure`;
+        ``None`` when the two cannot be compared. Default: none can."""
+        return None
+
+    def request_key(self, endpoint: str, request: dict[str, Any]) -> str | None:
+        """What keeps a caller on one side of a canary (e.g. the user id); ``None``: the ``X-Request-Key`` header."""
+        return None
+
+    def observe(self, inputs: Arrays, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Drift features of a batch of model inputs, one value per row (:mod:`models.drift`).
+
+        The same function profiles the training split at registration and the live requests in the service.
+        Default: a column of a 1- or 2-D input is a feature (integers categorical), images (N, C, H, W) give
+        their channel means, brightness and contrast.
+        """
+        out: dict[str, np.ndarray] = {}
+        for name, x in zip(names, inputs):
+            x = np.asarray(x)
+            if x.ndim == 4 and x.shape[1] == 3:
+                flat = x.reshape(len(x), 3, -1).astype(np.float32)
+                for c, colour in enumerate(("red", "green", "blue")):
+                    out[colour] = flat[:, c].mean(axis=1)
+                out["brightness"] = flat.mean(axis=(1, 2))
+                out["contrast"] = flat.reshape(len(x), -1).std(axis=1)
+            elif x.ndim == 1:
+                out[name] = x
+            elif x.ndim == 2:
+                for i, column in enumerate(self.column_names(name, x.shape[1])):
+                    out[column] = x[:, i]
+        return out
+
+    def column_names(self, name: str, width: int) -> list[str]:
+        """The features of the columns of 2-D input ``name`` (default ``name[i]``)."""
+        return [f"{name}[{i}]" for i in range(width)]
+
+    def categorical(self, names: Sequence[str], inputs: Arrays) -> frozenset[str]:
+        """Which features of :meth:`observe` are categorical: those from integer inputs."""
+        kinds = {name: np.asarray(x).dtype.kind in "iu" for name, x in zip(names, inputs)}
+        cats = set()
+        for name, x in zip(names, inputs):
+            if kinds[name] and np.asarray(x).ndim == 1:
+                cats.add(name)
+            elif kinds[name] and np.asarray(x).ndim == 2:
+                cats.update(self.column_names(name, np.asarray(x).shape[1]))
+        return frozenset(cats)
+
+    def outcome(self, endpoint: str, value: Any, request: dict[str, Any]) -> list[Any]:
+        """Check the true outcome of a captured request of ``endpoint`` (``POST /feedback``): one value per item
+        of the request, raising :class:`models.inputs.InvalidInput`. Default: this task takes no feedback."""
+        from models.inputs import InvalidInput
+
+        raise InvalidInput("no_feedback", f"{self.task} takes no feedback" + (f" for {endpoint}" if self.feedback else "") + feedback_hint(self.feedback))
+
+
+MEASURES: dict[str, tuple[str, bool]] = {
+    "top1": ("top-1 agreement", True),
+    "iou": ("mean IoU between the masks", True),
+    "mad": ("mean absolute difference", False),
+    "relative_mad": ("mean absolute difference relative to the champion's", False),
+    "psnr": ("PSNR between the outputs, dB", True),
+}
+"""Shadow measures: name -> (what it is, whether higher is closer agreement)."""
+ONLINE_LIMITS = {"top1": 0.9, "iou": 0.8, "mad": 0.5, "relative_mad": 0.1, "psnr": 30.0}
+"""The online gate's default limit per measure: at least (higher is closer) or at most (lower is)."""
+
+
+def feedback_hint(feedback: dict[str, str]) -> str:
+    return "; feedback is taken for " + ", ".join(f"/{e} ({what})" for e, what in feedback.items()) if feedback else ""
+
+
+def per_item(value: Any, count: int, check: Callable[[Any, int], Any]) -> list[Any]:
+    """``value`` as one checked outcome per item: a list of ``count``, or one value when ``count`` is 1."""
+    from models.inputs import InvalidInput
+
+    values = value if isinstance(value, list) else [value]
+    if len(values) != count:
+        raise InvalidInput("length_mismatch", f"outcome has {len(values)} value(s); the request had {count} item(s), one outcome each")
+    return [check(v, i) for i, v in enumerate(values)]
 
 
 def example_image(folder: Path, size: tuple[int, int] = (40, 30), name: str = "example.png") -> Path:

@@ -27,6 +27,7 @@ process of global rank 1, in a distributed run), after the ONNX file is written,
 is created but before ``challenger`` points at it."""
 STRATEGIES = ("auto", "ddp", "fsdp")
 PRECISIONS = ("auto", "bf16-mixed", "16-mixed", "32-true")
+SERVE_FAILPOINTS = ("challenger", "challenger_slow")
 
 
 class SettingsError(ValueError):
@@ -196,6 +197,58 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class LoopSettings:
+    """Live traffic meeting the challenger, and flowing back: shadow, canary, capture, drift (docs/operating.md)."""
+
+    shadow_share: float = 0.0
+    """``ZOO_SHADOW_SHARE``: the share of requests also sent to the ``challenger``, off the response path."""
+    canary_share: float = 0.0
+    """``ZOO_CANARY_SHARE``: the share of request keys the ``challenger`` answers for real."""
+    canary_window: int = 100
+    """``ZOO_CANARY_WINDOW``: the challenger's last requests its error rate and p99 are judged over."""
+    canary_min_requests: int = 20
+    """``ZOO_CANARY_MIN_REQUESTS``: requests in the window before the canary is judged."""
+    capture_share: float = 0.0
+    """``ZOO_CAPTURE_SHARE``: the share of requests (and responses) written under ``ZOO_HOME/capture``."""
+    capture_max_bytes: int = 1 << 30
+    """``ZOO_CAPTURE_MAX_BYTES``: the capture store's size cap; past it the oldest segments are deleted."""
+    drift_window: int = 1000
+    """``ZOO_DRIFT_WINDOW``: live input rows the drift score is computed over (per task and worker)."""
+    drift_min_rows: int = 100
+    """``ZOO_DRIFT_MIN_ROWS``: rows in the window before a drift score is exported."""
+    drift_threshold: float = 0.25
+    """``ZOO_DRIFT_THRESHOLD``: the population stability index past which a feature has drifted."""
+    drift_cooldown_s: float = 86400.0
+    """``ZOO_DRIFT_COOLDOWN_S``: at most one drift-started retrain of a task in this many seconds."""
+    metrics_url: tuple[str, ...] = ()
+    """``ZOO_METRICS_URL``: where the live figures are read: services' ``/metrics`` URLs, or a Prometheus server."""
+    failpoints: tuple[str, ...] = ()
+    """``ZOO_SERVE_FAILPOINTS``: chaos testing only: ``challenger`` makes every challenger model call fail,
+    ``challenger_slow`` adds a second to each (see :mod:`services.traffic`)."""
+
+    @classmethod
+    def read(cls, r: _Reader) -> "LoopSettings":
+        return cls(
+            shadow_share=r.share("ZOO_SHADOW_SHARE"),
+            canary_share=r.share("ZOO_CANARY_SHARE"),
+            canary_window=r.integer("ZOO_CANARY_WINDOW", 100, minimum=1),
+            canary_min_requests=r.integer("ZOO_CANARY_MIN_REQUESTS", 20, minimum=1),
+            capture_share=r.share("ZOO_CAPTURE_SHARE"),
+            capture_max_bytes=r.integer("ZOO_CAPTURE_MAX_BYTES", 1 << 30, minimum=1 << 16),
+            drift_window=r.integer("ZOO_DRIFT_WINDOW", 1000, minimum=10),
+            drift_min_rows=r.integer("ZOO_DRIFT_MIN_ROWS", 100, minimum=1),
+            drift_threshold=r.number("ZOO_DRIFT_THRESHOLD", 0.25),
+            drift_cooldown_s=r.number("ZOO_DRIFT_COOLDOWN_S", 86400.0),
+            metrics_url=r.names("ZOO_METRICS_URL"),
+            failpoints=r.subset("ZOO_SERVE_FAILPOINTS", SERVE_FAILPOINTS),
+        )
+
+    @property
+    def challenger_wanted(self) -> bool:
+        return self.shadow_share > 0 or self.canary_share > 0
+
+
+@dataclass(frozen=True)
 class DistributedSettings:
     """How a retrain spreads over devices and nodes; each field overrides the task config's (``None``: the config's)."""
 
@@ -267,6 +320,7 @@ class Settings:
     failpoints: tuple[str, ...] = ()
     """``ZOO_FAILPOINTS``: chaos testing only: the retrain kills itself with SIGKILL at these points (see :mod:`models.faults`)."""
     serving: ServingSettings = ServingSettings()
+    loop: LoopSettings = LoopSettings()
     distributed: DistributedSettings = DistributedSettings()
 
     @classmethod
@@ -300,6 +354,7 @@ class Settings:
             sales_data=path("ZOO_SALES_DATA"),
             failpoints=r.subset("ZOO_FAILPOINTS", FAILPOINTS),
             serving=ServingSettings.read(r),
+            loop=LoopSettings.read(r),
             distributed=DistributedSettings.read(r),
         )
 

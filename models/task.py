@@ -80,6 +80,11 @@ class PromotionPolicy:
     """p95 latency budget at batch 1 on the reference input, ONNX Runtime on this machine."""
     max_abs_diff: float = 1e-3
     """The largest ONNX-vs-PyTorch difference the export's parity check may have logged."""
+    online_min_requests: int = 100
+    """Where the services shadowed the candidate: the compared requests the online gate needs at least."""
+    online_limit: float | None = None
+    """The shadow agreement the online gate needs, in the task's measure (``None``: the measure's default,
+    :data:`models.serving.ONLINE_LIMITS`)."""
 
 
 @dataclass
@@ -164,6 +169,12 @@ class Task(ABC):
     @abstractmethod
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         """Read the task's data under ``data_dir``, split it, fit the spec, preprocess."""
+
+    def absorb(self, data_dir: Path, labelled: list[tuple[Any, list[Any]]]) -> int:
+        """Add captured requests with their true outcomes (:func:`models.capture.labelled`) to the task's training
+        data under ``data_dir``, in its dataset's own layout; returns the examples added (``zoo capture export``).
+        Default: this task takes none."""
+        raise ValueError(f"{self.name} does not turn captured traffic into training data")
 
     # -------------------------------------------------------------- training
 

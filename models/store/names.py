@@ -39,6 +39,8 @@ class Tag:
     """``fastai`` on a version imported from a fastai Learner (absent: trained here)."""
     ORIGIN_SHA256 = "source_sha256"
     """The sha256 of the imported file."""
+    TRIGGER = "zoo.trigger"
+    """What started the retrain: ``manual``, ``schedule``, or ``drift: <feature> <score>``."""
     QUANTIZED = "onnx_quantized"
     ACCELERATED = "onnx_accelerated_providers"
 

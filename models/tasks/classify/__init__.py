@@ -116,6 +116,17 @@ class Classify(Task):
             problems.append(f"validation classes never seen in training: {unknown}")
         return problems + broken_report(image_sizes(p for p, _ in train + valid)[1])
 
+    def absorb(self, data_dir: Path, labelled: list[tuple[Any, list[Any]]]) -> int:
+        """Each captured image goes into ``train/<its true class>/`` (a folder dataset such as mnist_tiny)."""
+        root = data_dir / self.datasets[0] / "train"
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root} is missing: captured images are added to the folder dataset's train/<class>/")
+        for captured, (label,) in labelled:
+            (root / label).mkdir(exist_ok=True)
+            with Image.open(captured.file("image")) as img:
+                img.convert("L" if img.mode in ("L", "1") else "RGB").save(root / label / f"captured-{captured.request_id}.png")
+        return len(labelled)
+
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         assert isinstance(config, ClassifyConfig)
         root = data_dir / config.dataset
@@ -141,7 +152,8 @@ class Classify(Task):
 
         tx, ty = arrays(train)
         vx, vy = arrays(valid)
-        return Dataset((tx,), ty, (vx,), vy, spec)
+        sizes = np.asarray([Image.open(p).size for p, _ in train], dtype=np.float64)  # the photos' own, before resizing
+        return Dataset((tx,), ty, (vx,), vy, spec, {"drift": {"width": sizes[:, 0], "height": sizes[:, 1]}})
 
     def recipe(self, config: TrainConfig) -> "Recipe":
         from models.tasks.classify.recipe import ClassifyRecipe

@@ -9,8 +9,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from models.images import ImageSpec, decode_image
+from models.inputs import InvalidInput
 from models.maths import softmax
-from models.serving import Endpoint, Limits, Prepared, Serving, example_image
+from models.serving import Endpoint, Limits, Prepared, Serving, example_image, per_item
 from models.task import Spec
 
 
@@ -38,6 +39,9 @@ def top_k(logits: np.ndarray, classes: list[str], k: int) -> list[Prediction]:
 
 class ClassifyServing(Serving):
     task = "classify"
+    shadow_measure = "top1"
+    canary_p99_ms = 2000.0
+    feedback = {"classify": "the image's true class"}
 
     def __init__(self, spec: Spec, limits: Limits) -> None:
         super().__init__(spec, limits)
@@ -50,9 +54,10 @@ class ClassifyServing(Serving):
     def prepare(self, image: Path, k: int = 5, explain: bool = False) -> Prepared:
         img = decode_image(image, self.limits.max_image_pixels, self.limits.max_body_bytes)
         x = (self.image.preprocess(img)[None],)
+        size = {"width": float(img.width), "height": float(img.height)}  # drift features the resized input hides
         if explain:
-            return Prepared([x], context=(k, img), outputs=("cam",), needs="explain=true")
-        return Prepared([x], context=(k, None))
+            return Prepared([x], context=(k, img), outputs=("cam",), needs="explain=true", features=size)
+        return Prepared([x], context=(k, None), features=size)
 
     def examples(self, folder: Path) -> dict[str, dict[str, Any]]:
         return {"classify": {"image": example_image(folder), "k": 2, "explain": True}}
@@ -67,6 +72,17 @@ class ClassifyServing(Serving):
             top = self.classes.index(predictions[0].label)
             heatmap = png_base64(overlay(photo, outputs[1][0][top]))
         return ClassifyResult(model_version=version, predictions=predictions, heatmap_png=heatmap)
+
+    def agreement(self, endpoint: str, champion: ClassifyResult, challenger: ClassifyResult) -> float | None:
+        return float(champion.predictions[0].label == challenger.predictions[0].label)
+
+    def outcome(self, endpoint: str, value: Any, request: dict[str, Any]) -> list[Any]:
+        def check(label: Any, i: int) -> str:
+            if label not in self.classes:
+                raise InvalidInput("unknown_label", f"outcome {label!r} is not a class of this model; it knows {len(self.classes)}: {', '.join(self.classes[:5])}, ...")
+            return str(label)
+
+        return per_item(value, 1, check)
 
 
 SERVING = ClassifyServing

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,24 @@ class Recommend(Task):
                 for row in cases.drop_duplicates(["column", "check"]).itertuples()
             ]
         return []
+
+    def absorb(self, data_dir: Path, labelled: list[tuple[Any, list[Any]]]) -> int:
+        """Each rated pair of a captured ``/rate`` request becomes a row of ``ratings.csv``, timed at its feedback."""
+        import csv
+        import time
+
+        path = data_dir / self.datasets[0] / "ratings.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: captured ratings are added to the MovieLens sample's ratings.csv")
+        rows = [
+            (int(u), int(m), float(r), int(time.time()))
+            for captured, outcomes in labelled
+            if captured.record.get("endpoint") == "rate"
+            for u, m, r in zip(captured.record["request"]["user_ids"], captured.record["request"]["movie_ids"], outcomes)
+        ]
+        with path.open("a", newline="") as out:
+            csv.writer(out).writerows(rows)
+        return len(rows)
 
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         assert isinstance(config, RecommendConfig)

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from models.inputs import InvalidInput
-from models.serving import Endpoint, Limits, Prepared, Serving, check_index_range
+from models.serving import Endpoint, Limits, Prepared, Serving, check_index_range, per_item
 from models.task import Spec
 from models.tasks.recommend import IdMaps
 
@@ -43,6 +43,9 @@ class Ratings(BaseModel):
 class RecommendServing(Serving):
     task = "recommend"
     unknown_fields = ("user_id", "movie_id")
+    shadow_measure = "mad"
+    canary_p99_ms = 250.0
+    feedback = {"rate": "the rating the user gave each movie"}
 
     def __init__(self, spec: Spec, limits: Limits) -> None:
         super().__init__(spec, limits)
@@ -106,6 +109,34 @@ class RecommendServing(Serving):
                 for u, m, s, ui, mi in zip(u_raw, m_raw, outputs[0], users, movies)
             ],
         )
+
+    def agreement(self, endpoint: str, champion: Any, challenger: Any) -> float | None:
+        """The mean absolute difference of the predicted ratings: of each pair (rate), or of the movies both
+        recommend (recommend), else of the recommendations rank by rank."""
+        if isinstance(champion, Ratings):
+            a, b = [r.rating for r in champion.ratings], [r.rating for r in challenger.ratings]
+        else:
+            theirs = {m.movie_id: m.rating for m in challenger.movies}
+            shared = [(m.rating, theirs[m.movie_id]) for m in champion.movies if m.movie_id in theirs]
+            pairs = shared or list(zip([m.rating for m in champion.movies], [m.rating for m in challenger.movies]))
+            a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+        return float(np.mean(np.abs(np.subtract(a, b)))) if len(a) and len(a) == len(b) else None
+
+    def request_key(self, endpoint: str, request: dict[str, Any]) -> str | None:
+        users = [request["user_id"]] if endpoint == "recommend" else request.get("user_ids") or []
+        return f"user:{users[0]}" if users else None
+
+    def outcome(self, endpoint: str, value: Any, request: dict[str, Any]) -> list[Any]:
+        if endpoint != "rate":
+            return super().outcome(endpoint, value, request)
+        low, high = self.spec["y_range"]
+
+        def check(rating: Any, i: int) -> float:
+            if isinstance(rating, bool) or not isinstance(rating, (int, float)) or not low <= rating <= high:
+                raise InvalidInput("bad_rating", f"outcome[{i}] = {rating!r} is not a rating from {low:g} to {high:g}")
+            return float(rating)
+
+        return per_item(value, len(request.get("user_ids") or []), check)
 
 
 SERVING = RecommendServing

@@ -140,6 +140,10 @@ class Sales(Task):
             problems.append("train.csv has no open day with sales")
         return problems
 
+    def absorb(self, data_dir: Path, labelled: list[tuple[Any, list[Any]]]) -> int:
+        """Not built: a ``train.csv`` row needs the day's ``Customers``, which a sales figure's feedback does not carry."""
+        raise ValueError("sales does not turn captured traffic into training data yet: a train.csv row needs the day's Customers, which /feedback does not carry")
+
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         assert isinstance(config, SalesConfig)
         # The spec (vocabularies, statistics) is fitted on the whole training split; ``limit`` only trims the examples.

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.inputs import InvalidInput
-from models.serving import Endpoint, Limits, Prepared, Serving, check_index_range
+from models.serving import Endpoint, Limits, Prepared, Serving, check_index_range, per_item
 from models.task import Spec
 from models.tasks.sales.features import Preprocessor
 
@@ -69,6 +69,9 @@ class SalesResult(BaseModel):
 class SalesServing(Serving):
     task = "sales"
     unknown_fields = ("Store", "Date", "StateHoliday")
+    shadow_measure = "relative_mad"
+    canary_p99_ms = 500.0
+    feedback = {"sales": "the store-day's true sales"}
 
     def __init__(self, spec: Spec, limits: Limits) -> None:
         super().__init__(spec, limits)
@@ -119,6 +122,23 @@ class SalesServing(Serving):
                 for r, s, u in zip(records, sales, unknown)
             ],
         )
+
+    def agreement(self, endpoint: str, champion: SalesResult, challenger: SalesResult) -> float | None:
+        a = np.asarray([p.sales for p in champion.predictions])
+        b = np.asarray([p.sales for p in challenger.predictions])
+        return float(np.abs(a - b).sum() / max(float(np.abs(a).sum()), 1e-9)) if a.any() else None
+
+    def column_names(self, name: str, width: int) -> list[str]:
+        names = list(self.spec["cat_names"] if name == "cats" else self.spec["cont_names"] if name == "conts" else [])
+        return names if len(names) == width else super().column_names(name, width)
+
+    def outcome(self, endpoint: str, value: Any, request: dict[str, Any]) -> list[Any]:
+        def check(sales: Any, i: int) -> float:
+            if isinstance(sales, bool) or not isinstance(sales, (int, float)) or not 0 <= sales < 1e9:
+                raise InvalidInput("bad_sales", f"outcome[{i}] = {sales!r} is not a sales figure (a number from 0)")
+            return float(sales)
+
+        return per_item(value, len(request.get("records") or []), check)
 
 
 SERVING = SalesServing

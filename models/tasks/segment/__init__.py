@@ -211,7 +211,12 @@ class Segment(Task):
         if config.flip:
             tx = np.concatenate([tx, tx[..., ::-1]]).copy()
             ty = np.concatenate([ty, ty[..., ::-1]]).copy()
-        extras = {"valid_photos": np.stack([photos[p] for p in valid]), "valid_names": [p.name for p in valid]}
+        sizes = np.asarray([Image.open(p).size for p in train], dtype=np.float64)  # the photos' own, before resizing
+        extras = {
+            "valid_photos": np.stack([photos[p] for p in valid]),
+            "valid_names": [p.name for p in valid],
+            "drift": {"width": sizes[:, 0], "height": sizes[:, 1]},
+        }
         return Dataset((tx,), ty, (vx,), vy, spec, extras)
 
     # -------------------------------------------------------------- training

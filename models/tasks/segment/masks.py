@@ -58,3 +58,10 @@ def png_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
+
+
+def decode_mask(png_base64: str) -> np.ndarray:
+    """A ``mask_png`` of the service's answer back to its class indices."""
+    import base64
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(png_base64))), dtype=np.uint8)

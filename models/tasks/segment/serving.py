@@ -38,6 +38,8 @@ class SegmentResult(BaseModel):
 class SegmentServing(Serving):
     task = "segment"
     queue_limit = 64
+    shadow_measure = "iou"
+    canary_p99_ms = 5000.0
     wait_budget_s = 10.0
 
     def __init__(self, spec: Spec, limits: Limits) -> None:
@@ -51,7 +53,8 @@ class SegmentServing(Serving):
 
     def prepare(self, image: Path, overlay: bool = False) -> Prepared:
         img = decode_image(image, self.limits.max_image_pixels, self.limits.max_body_bytes)
-        return Prepared([(self.image.preprocess(img)[None],)], context=(img, overlay))
+        size = {"width": float(img.width), "height": float(img.height)}  # drift features the resized input hides
+        return Prepared([(self.image.preprocess(img)[None],)], context=(img, overlay), features=size)
 
     def check_tensors(self, inputs: dict[str, np.ndarray]) -> None:
         check_min_size("image", inputs["image"], 32)
@@ -75,6 +78,16 @@ class SegmentServing(Serving):
             mask_png=base64.b64encode(png_bytes(mask)).decode(),
             overlay_png=over,
         )
+
+    def agreement(self, endpoint: str, champion: SegmentResult, challenger: SegmentResult) -> float | None:
+        """The mean IoU of the two masks over the classes either has."""
+        from models.tasks.segment.masks import decode_mask
+
+        a, b = decode_mask(champion.mask_png), decode_mask(challenger.mask_png)
+        if a.shape != b.shape:
+            return None
+        ious = [((a == c) & (b == c)).sum() / ((a == c) | (b == c)).sum() for c in np.union1d(np.unique(a), np.unique(b))]
+        return float(np.mean(ious))
 
 
 SERVING = SegmentServing

@@ -210,6 +210,16 @@ class Sentiment(Task):
             problems.append(f"{len(empty)} empty text(s), e.g. rows {empty[:5]}")
         return problems
 
+    def absorb(self, data_dir: Path, labelled: list[tuple[Any, list[Any]]]) -> int:
+        """Each text of a captured request becomes a training row of ``texts.csv`` with its true label."""
+        path = data_dir / self.datasets[0] / "texts.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: captured texts are added to the IMDb sample's texts.csv")
+        rows = [(label, text, False) for captured, labels in labelled for text, label in zip(captured.record["request"]["texts"], labels)]
+        with path.open("a", newline="", encoding="utf-8") as out:
+            csv.writer(out).writerows(rows)
+        return len(rows)
+
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         assert isinstance(config, SentimentConfig)
         root = data_dir / config.dataset

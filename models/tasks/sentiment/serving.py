@@ -9,6 +9,7 @@ the micro-batcher runs them together in one model call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ from pydantic import BaseModel, Field
 
 from models.inputs import InvalidInput
 from models.maths import softmax
-from models.serving import Endpoint, Limits, Prepared, Serving, check_index_range
+from models.serving import Arrays, Endpoint, Limits, Prepared, Serving, check_index_range, per_item
 from models.task import Spec
-from models.text import Numericalizer, bucket_length, encode, pad_right
+from models.text import UNK_ID, Numericalizer, bucket_length, encode, pad_right
 
 
 class TextPrediction(BaseModel):
@@ -37,6 +38,9 @@ class SentimentResult(BaseModel):
 
 class SentimentServing(Serving):
     task = "sentiment"
+    shadow_measure = "top1"
+    canary_p99_ms = 1000.0
+    feedback = {"sentiment": "the true label of each text"}
 
     def __init__(self, spec: Spec, limits: Limits) -> None:
         super().__init__(spec, limits)
@@ -82,6 +86,27 @@ class SentimentServing(Serving):
                 for k, p, cut, n in zip(best, probs, prepared.context, lengths)
             ],
         )
+
+    def agreement(self, endpoint: str, champion: SentimentResult, challenger: SentimentResult) -> float | None:
+        return float(np.mean([a.label == b.label for a, b in zip(champion.predictions, challenger.predictions)]))
+
+    def observe(self, inputs: Arrays, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """A text's length in tokens and its share of unknown tokens (``xxunk``)."""
+        tokens, lengths = np.asarray(inputs[0]), np.asarray(inputs[1])
+        read = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
+        unknown = ((tokens == UNK_ID) & read).sum(axis=1) / np.maximum(lengths, 1)
+        return {"length": lengths.astype(np.float64), "unknown_rate": unknown.astype(np.float64)}
+
+    def categorical(self, names: Sequence[str], inputs: Arrays) -> frozenset[str]:
+        return frozenset()
+
+    def outcome(self, endpoint: str, value: Any, request: dict[str, Any]) -> list[Any]:
+        def check(label: Any, i: int) -> str:
+            if label not in self.labels:
+                raise InvalidInput("unknown_label", f"outcome {label!r} is not a label of this model: {', '.join(self.labels)}")
+            return str(label)
+
+        return per_item(value, len(request.get("texts") or []), check)
 
 
 SERVING = SentimentServing

@@ -35,6 +35,8 @@ def encode_png(rgb: np.ndarray) -> bytes:
 class SuperresServing(Serving):
     task = "superres"
     queue_limit = 512
+    shadow_measure = "psnr"
+    canary_p99_ms = 20000.0
     wait_budget_s = 30.0
 
     def __init__(self, spec: Spec, limits: Limits) -> None:
@@ -66,6 +68,14 @@ class SuperresServing(Serving):
 
     def answer(self, prepared: Prepared, outputs: list[np.ndarray], version: str) -> bytes:
         return encode_png(prepared.context)
+
+    def agreement(self, endpoint: str, champion: bytes, challenger: bytes) -> float | None:
+        """The PSNR of the challenger's image against the champion's (capped at 100 dB for identical ones)."""
+        a, b = (np.asarray(Image.open(io.BytesIO(x)).convert("RGB"), dtype=np.float64) for x in (champion, challenger))
+        if a.shape != b.shape:
+            return None
+        mse = float(np.mean((a - b) ** 2))
+        return 100.0 if mse == 0 else min(100.0, 10 * np.log10(255.0**2 / mse))
 
 
 SERVING = SuperresServing
