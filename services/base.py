@@ -11,8 +11,11 @@ import gc
 import logging
 import os
 import threading
+import uuid
+from pathlib import Path
 from typing import Any, ClassVar
 
+import bentoml
 from starlette.responses import JSONResponse
 
 from models.errors import out_of_space
@@ -21,16 +24,21 @@ from models.onnx_model import ChecksumError, OnnxModel
 from models.registry import get_serving
 from models.settings import Settings
 from models.store.connect import client, explain
-from models.store.names import CHAMPION, model_name
+from models.store.names import CHALLENGER, CHAMPION, model_name
 from models.store.reading import by_alias, champion_record, load_remembered, open_version, remember
 from services.batching import Overloaded
+from services.capture import Capture
+from services.drift import Drift
+from services.feedback import Feedback, Outcome, RequestId, take_feedback
 from services.metrics import zoo_metrics
 from services.options import ort_threads, serving_workers, settings
 from services.runtime import TaskRunner
+from services.traffic import Traffic
 
 log = logging.getLogger("course_zoo.services")
 VERSION_HEADER = "X-Model-Version"
 REJECTION_HEADER = "X-Zoo-Rejection"
+REQUEST_ID_HEADER = "X-Request-Id"
 LOADED_VERSIONS: dict[str, str] = {}
 """Task -> version loaded in this worker process (for headers on responses BentoML writes)."""
 
@@ -96,6 +104,12 @@ class ZooService:
         self.config = self.settings.serving
         self.threads = ort_threads(self.config, serving_workers(self.config, self.compute_bound))
         self.runners: dict[str, TaskRunner] = {}
+        self.challengers: dict[str, TaskRunner] = {}
+        """Task -> its ``challenger``, loaded when ``ZOO_SHADOW_SHARE`` or ``ZOO_CANARY_SHARE`` is set."""
+        self.traffic = Traffic(self.settings)
+        self.capture = Capture(self.settings)
+        self.drift = Drift(self.settings.loop.drift_window, self.settings.loop.drift_min_rows)
+        self._challenger_failed: dict[str, str] = {}
         self.problems: dict[str, str] = {}
         self.by_endpoint = self.endpoints()
         self.poll_seconds = self.config.poll_seconds
@@ -119,6 +133,7 @@ class ZooService:
             except RegistryUnavailable as exc:
                 self._load_cached(task, exc)
             metrics.model_ready.labels(task).set(float(task in self.runners))
+            self.refresh_challenger(task)
         if not self.tasks:
             self.problems["*"] = f"no task has a champion in the registry at {self.settings.registry_uri}"
             log.error(self.problems["*"])
@@ -145,7 +160,8 @@ class ZooService:
         return [t for t in known if by_alias(c, self._name(t), CHAMPION)]
 
     def _install(self, task: str, model: OnnxModel) -> None:
-        self.runners[task] = TaskRunner(task, model, get_serving(task), self.config)  # the swap: one assignment
+        self.runners[task] = runner = TaskRunner(task, model, get_serving(task), self.config)  # the swap: one assignment
+        self.drift.reference(task, runner)
         self.problems.pop(task, None)
         self.problems.pop("*", None)
         self._failed.pop(task, None)
@@ -207,6 +223,33 @@ class ZooService:
             log.error("serving %s version %s, but could not record it in the cache: %s", task, version, exc)
         return True
 
+    def refresh_challenger(self, task: str) -> None:
+        """Load the ``challenger`` of ``task`` if it changed (only with a shadow or canary share); never raises."""
+        if not self.settings.loop.challenger_wanted or task not in self.runners:
+            return
+        mv = None
+        try:
+            c = client(self.settings)
+            mv = by_alias(c, self._name(task), CHALLENGER)
+            version = None if mv is None else str(mv.version)
+            if version is None or version == self.runners[task].version:
+                if self.challengers.pop(task, None) is not None:
+                    log.info("%s: no challenger to shadow or canary now", task)
+                return
+            current = self.challengers.get(task)
+            if (current is not None and current.version == version) or self._challenger_failed.get(task) == version:
+                return
+            model = open_version(self.settings, c, mv, self.threads)
+            model.warm()
+            if not model.compatible_with(self.runners[task].model):
+                raise ValueError(f"challenger version {version} takes different inputs than champion version {self.runners[task].version}")
+            self.challengers[task] = TaskRunner(task, model, get_serving(task), self.config)
+            log.info("%s: challenger version %s loaded for shadow %.0f%%, canary %.0f%%", task, version, 100 * self.settings.loop.shadow_share, 100 * self.settings.loop.canary_share)
+        except Exception as exc:
+            if mv is not None:
+                self._challenger_failed[task] = str(mv.version)
+            log.error("not loading the challenger of %s: %s: %s", task, type(exc).__name__, " ".join(str(exc).split()))
+
     def _follow(self) -> None:
         delay = self.poll_seconds
         while not self._stop.wait(delay):
@@ -214,6 +257,7 @@ class ZooService:
             for task in self.watched:
                 try:
                     self.refresh(task)
+                    self.refresh_challenger(task)
                 except RegistryUnavailable as exc:
                     healthy = False
                     log.warning("registry unreachable, keeping %s version %s: %s", task, LOADED_VERSIONS.get(task), exc)
@@ -221,27 +265,66 @@ class ZooService:
                     healthy = False
                     log.exception("polling the registry for %s failed", task)
             delay = self.poll_seconds if healthy else min(max(delay, self.poll_seconds) * 2, 60.0)
+            try:
+                self.drift.score()
+            except Exception:
+                log.exception("scoring input drift failed")
 
     def __is_ready__(self) -> bool:
         return bool(self.runners) and not self.problems
 
     async def infer(self, ctx: Any, endpoint: str, **request: Any) -> Any:
-        """Answer one request of API ``endpoint``: bad input, overload and a missing model become clear JSON errors."""
+        """Answer one request of API ``endpoint``: bad input, overload and a missing model become clear JSON errors.
+
+        The champion answers, or the challenger for the canary's share of request keys; a share of the requests
+        is also shadowed on the challenger, or captured, after the answer (:mod:`services.traffic`, :mod:`services.capture`).
+        """
         task = self.by_endpoint[endpoint]
         runner = self.runners.get(task)
         if runner is None:
             why = self.problems.get(task) or self.problems.get("*") or "this server was not started for it"
             return self._error(ctx, 503, f"task {task!r} is not being served: {why}", "not_served", None)
+        request_id = uuid.uuid4().hex
+        ctx.response.headers[REQUEST_ID_HEADER] = request_id
+        challenger = self.challengers.get(task)
+        shadowed, captured = self.traffic.shadow_sampled(challenger), self.capture.sampled()
+        files: dict[str, bytes] = {}
+        if shadowed or captured:  # uploaded files are temporary: what runs after the answer needs their bytes
+            files = {k: v.read_bytes() for k, v in request.items() if isinstance(v, Path)}
+            request = {**request, **files}
+        used = runner
+
+        def seen(prepared: Any) -> None:
+            self.drift.observe(task, runner, prepared)
+
         try:
-            result = await runner.handle(endpoint, request)
+            if self.traffic.picks_challenger(task, endpoint, request, getattr(ctx.request, "headers", None), challenger):
+                assert challenger is not None
+                result, used = await self.traffic.canary(task, endpoint, request, runner, challenger, seen)
+            else:
+                result = await runner.handle(endpoint, request, seen)
         except InvalidInput as exc:
             zoo_metrics().rejections.labels(task, exc.reason).inc()
             return self._error(ctx, exc.status, str(exc), exc.reason, runner.version)
         except Overloaded as exc:
             zoo_metrics().overloads.labels(task, exc.reason).inc()
             return self._error(ctx, 503, f"{task} is overloaded: {exc}; retry after {exc.retry_after:g} s", exc.reason, runner.version, exc.retry_after)
-        ctx.response.headers[VERSION_HEADER] = runner.version
+        ctx.response.headers[VERSION_HEADER] = used.version
+        if shadowed and used is runner and challenger is not None:
+            self.traffic.shadow(task, endpoint, request, result, runner, challenger)
+        if captured:
+            try:
+                self.capture.offer(task, *self.capture.record(request_id, task, endpoint, used.version, request, files, result))
+            except Exception:  # capture never fails a request
+                zoo_metrics().capture_dropped.labels(task, "error").inc()
+                log.exception("capture of a %s request failed", task)
         return result
+
+    @bentoml.api(route="/feedback")
+    async def feedback(self, request_id: RequestId, outcome: Outcome, ctx: bentoml.Context) -> Feedback:
+        """The true outcome of a captured request (its ``X-Request-Id``): a label, a rating, a sales figure, or a
+        list with one per item of the request. Kept beside the request for ``zoo capture export``."""
+        return await take_feedback(self, ctx, request_id, outcome)
 
     @staticmethod
     def _error(ctx: Any, status: int, message: str, reason: str, version: str | None, retry_after: float | None = None) -> JSONResponse:

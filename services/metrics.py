@@ -22,6 +22,21 @@ class ZooMetrics:
     overloads: Counter
     unauthorized: Counter
     loop_tasks: Gauge
+    shadow_requests: Counter
+    shadow_agreement: Histogram
+    shadow_errors: Counter
+    shadow_skipped: Counter
+    canary_requests: Counter
+    canary_rollbacks: Counter
+    canary_active: Gauge
+    captured: Counter
+    capture_dropped: Counter
+    drift_score: Gauge
+
+
+SHADOW = ["task", "champion_version", "challenger_version"]
+AGREEMENT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0)
+"""One set of buckets for every measure: shares and IoU (0 to 1), rating differences, PSNR in dB."""
 
 
 @cache
@@ -43,6 +58,24 @@ def zoo_metrics() -> ZooMetrics:
         overloads=Counter("zoo_overload_rejections", "Requests refused with 503: the model's queue was full or the wait budget ran out", ["task", "reason"]),
         unauthorized=Counter("zoo_unauthorized_requests", "Requests refused with 401: no valid bearer token", ["route"]),
         loop_tasks=Gauge("zoo_event_loop_tasks", "asyncio tasks alive in the worker's event loop (sampled every 5 s)", multiprocess_mode="liveall"),
+        shadow_requests=Counter("zoo_shadow_requests", "Requests answered by the champion and compared with the challenger's answer", SHADOW),
+        shadow_agreement=Histogram(
+            "zoo_shadow_agreement",
+            "Agreement of the challenger's answer with the champion's, in the task's measure (top-1 agreement, mean IoU, "
+            "mean absolute difference, PSNR): sum/count is the mean",
+            SHADOW,
+            buckets=AGREEMENT_BUCKETS,
+        ),
+        shadow_errors=Counter("zoo_shadow_errors", "Shadow requests the challenger failed (the caller had the champion's answer)", SHADOW),
+        shadow_skipped=Counter("zoo_shadow_skipped", "Requests not shadowed: too many shadow calls in flight", SHADOW),
+        canary_requests=Counter("zoo_canary_requests", "Requests routed to the challenger by the canary, by outcome", ["task", "challenger_version", "outcome"]),
+        canary_rollbacks=Counter("zoo_canary_rollbacks", "Canaries stopped: the challenger broke the task's error-rate or p99 budget", ["task", "challenger_version"]),
+        canary_active=Gauge("zoo_canary_active", "1 while the canary routes to the challenger, 0 once it was rolled back", ["task"], multiprocess_mode="livemin"),
+        captured=Counter("zoo_captured", "Records written to the capture store (requests and feedback)", ["task", "kind"]),
+        capture_dropped=Counter("zoo_capture_dropped", "Captured records dropped (queue full, disk full or failing)", ["task", "reason"]),
+        drift_score=Gauge(
+            "zoo_drift_score", "Population stability index of a feature's live inputs against the training profile", ["task", "feature"], multiprocess_mode="livemax"
+        ),
     )
 
 

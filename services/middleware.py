@@ -157,10 +157,10 @@ class ZooMiddleware:
                 raise
 
 def with_middleware(service: Any, routes: dict[str, str], settings: ServingSettings, tasks: list[str]) -> Any:
-    """Attach :class:`ZooMiddleware` to a BentoML service for ``routes`` (route -> task) and the tasks' protocol routes."""
+    """Attach :class:`ZooMiddleware` to a BentoML service for ``routes`` (route -> task), ``/feedback`` and the tasks' protocol routes."""
     service.add_asgi_middleware(
         ZooMiddleware,
-        routes=routes,
+        routes={**routes, "/feedback": "feedback"},
         max_body_bytes=settings.max_body_bytes,
         tasks=tasks,
         api_tokens=Tokens(settings.api_tokens),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -84,10 +85,14 @@ class TaskRunner:
             raise ValueError("a request that names outputs has one group of inputs")
         return await asyncio.to_thread(self.model.run_outputs, [names[0], *prepared.outputs], *groups[0])
 
-    async def handle(self, endpoint: str, request: dict[str, Any]) -> Any:
-        """Answer one request of ``endpoint``; bad input raises :class:`models.inputs.InvalidInput`."""
+    async def handle(self, endpoint: str, request: dict[str, Any], seen: Callable[[Prepared], None] | None = None) -> Any:
+        """Answer one request of ``endpoint``; bad input raises :class:`models.inputs.InvalidInput`.
+
+        ``seen`` gets the prepared request (the drift window)."""
         ep = self.endpoints[endpoint]
         prepared = ep.prepare(**request) if ep.cheap(**request) else await asyncio.to_thread(ep.prepare, **request)
+        if seen is not None:
+            seen(prepared)
         for name in prepared.unknown:
             self._unknown.labels(self.task, name).inc()
         outputs = await self._outputs(prepared)
