@@ -14,12 +14,15 @@ from rich.table import Table
 
 from models.settings import Settings
 from pipelines.cli_import import import_app
+from pipelines.cli_loop import capture_app, drift_app
 from pipelines.output import ExitCode, emit, emit_json, err
 
 app = typer.Typer(help="Train, register, promote and serve the fast.ai course models.", no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Course datasets, versioned with DVC.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(import_app, name="import")
+app.add_typer(capture_app, name="capture")
+app.add_typer(drift_app, name="drift")
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -186,13 +189,15 @@ def models(as_json: JSON = False) -> None:
     """Champion and challenger of every task, with metrics."""
     from models.registry import task_names
     from models.store.overview import list_models
+    from pipelines.live import attach_shadow, shadow_cell
 
     with reported():
         rows = list_models(_settings(), task_names())
+    live = attach_shadow(_settings(), rows)
     if as_json:
         emit_json(rows)
         return
-    table = Table("task", "champion", "challenger", "metric", "baseline", "data", "created")
+    table = Table("task", "champion", "challenger", "metric", "baseline", "shadow", "data", "created")
 
     def metric_of(v: dict[str, Any] | None, task: str) -> tuple[str, float | None, float | None]:
         if v is None:
@@ -214,10 +219,11 @@ def models(as_json: JSON = False) -> None:
             f"v{chall['version']}" if chall else "[dim]-[/]",
             f"{name or name2} {fmt(c_val)} / {fmt(n_val)}" if shown else "",
             fmt(c_base) if champ else "-",
+            shadow_cell(row),
             (shown["data_hash"] or "")[:8] if shown else "",
             shown["created"].replace("T", " ")[:16] if shown else "",
         )
-    table.caption = "metric: champion / challenger on their validation splits; baseline: the champion's run"
+    table.caption = f"metric: champion / challenger on their validation splits; baseline: the champion's run; {live}"
     emit(table)
 
 

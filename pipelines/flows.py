@@ -217,7 +217,15 @@ def export(ctx: RunContext, data: Dataset, result: FitResult, out_dir: Path) -> 
 
 @task(name="register", **IO_RETRIES)
 def register(ctx: RunContext, data: Dataset, exported: ExportResult) -> str:
-    return writing.register(ctx.settings, ctx.task, ctx.run.run_id, exported.path, data.spec, data.valid_x, {**ctx.tags, Tag.RUN_ID: ctx.run.run_id})
+    from models.drift import training_profile
+
+    try:
+        drift = training_profile(ctx.task, data.spec, data.train_x, data.extras)
+    except Exception as exc:  # a version without a profile serves, without a drift score
+        log.warning("%s: no drift profile for this version: %s: %s", ctx.task.name, type(exc).__name__, exc)
+        drift = None
+    tags = {**ctx.tags, Tag.RUN_ID: ctx.run.run_id}
+    return writing.register(ctx.settings, ctx.task, ctx.run.run_id, exported.path, data.spec, data.valid_x, tags, drift)
 
 
 def _summary(ctx: RunContext, version: str, metrics: dict[str, float], exported: ExportResult, data_version: ingest.DataVersion) -> str:
@@ -241,6 +249,7 @@ def retrain(
     progress: bool = True,
     force: bool = False,
     auto_promote: bool = False,
+    trigger: str = "manual",
 ) -> Any:
     """Retrain ``task`` with a named config and register the result as ``challenger``.
 
@@ -248,7 +257,8 @@ def retrain(
     the same data and code, unless ``force``. With ``auto_promote`` the new
     version is promoted when it passes the promotion gates. Holds the task's
     retrain lock (:mod:`pipelines.recovery`): a second retrain of the task refuses
-    to start, and one that finds a killed retrain's record clears up after it first.
+    to start, and one that finds a killed retrain's record clears up after it first. ``trigger`` says what
+    started it (``manual``, ``schedule``, ``drift: ...``): tagged on the run and the version.
     """
     settings = Settings.from_env()
     settings.apply()
@@ -257,10 +267,12 @@ def retrain(
         raise ValueError(f"ZOO_NODE_RANK={settings.distributed.node_rank}: the retrain flow runs on node 0; the other nodes run `zoo train-node {task}`")
     cfg = t.config(config, **{**settings.distributed.overrides(), **(overrides or {})})  # the config, ZOO_DEVICES & co., the caller's
     with recovery.retrain_lock(settings, task) as lock:
-        return _retrain(settings, t, config, cfg, lock, progress, force, auto_promote)
+        return _retrain(settings, t, config, cfg, lock, progress, force, auto_promote, trigger)
 
 
-def _retrain(settings: Settings, t: Task, config: str, cfg: TrainConfig, lock: recovery.RetrainLock, progress: bool, force: bool, auto_promote: bool) -> Any:
+def _retrain(
+    settings: Settings, t: Task, config: str, cfg: TrainConfig, lock: recovery.RetrainLock, progress: bool, force: bool, auto_promote: bool, trigger: str = "manual"
+) -> Any:
     """The body of :func:`retrain`, run while holding the task's retrain lock."""
     from prefect.artifacts import create_markdown_artifact
     from prefect.states import Completed
@@ -273,7 +285,7 @@ def _retrain(settings: Settings, t: Task, config: str, cfg: TrainConfig, lock: r
     same = None if force else versions.already_trained(settings, task, data_hash, code_hash)
     if same is not None:
         message = f"skipped: no new data or code (version {same} was trained on the same)"
-        print(f"{task}: {message}")
+        print(f"{task}: {message} (started by {trigger})")
         skipped = RetrainResult(task, same, None, t.metric_name, None, None, None, skipped=True, message=message)
         return Completed(name="Skipped", message=message, data=skipped)
     tags = {
@@ -284,6 +296,7 @@ def _retrain(settings: Settings, t: Task, config: str, cfg: TrainConfig, lock: r
         Tag.CODE_HASH: code_hash,
         Tag.GIT_COMMIT: data_version.git_commit,
         Tag.GIT_DIRTY: str(data_version.git_dirty).lower(),
+        Tag.TRIGGER: trigger[:250],
     }
     validate_data(t, cfg, settings)
     ctx = RunContext(settings, t, config, cfg, t.recipe(cfg), RunLog.start(settings, f"{task}-{config}", tags), tags, lock)

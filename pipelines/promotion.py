@@ -111,7 +111,37 @@ def check_gates(
         if not same and allow_signature_change:
             detail += " (change declared)"
         gates.append(Gate("signature", same or allow_signature_change, detail))
+    gates.append(online_gate(settings, task, version, None if champion is None else str(champion.version), policy))
     return gates
+
+
+def online_gate(settings: Settings, task: str, version: str, champion: str | None, policy: PromotionPolicy) -> Gate:
+    """Where the services shadowed ``version`` against the champion: enough compared requests, agreement within policy."""
+    from models.registry import get_serving
+    from models.serving import MEASURES, ONLINE_LIMITS
+    from pipelines import live
+
+    try:
+        figures = live.shadow(settings, task)
+    except live.LiveUnavailable as exc:
+        return Gate("online", False, f"the shadow figures could not be read: {exc}")
+    if figures is None:
+        return Gate("online", True, "no live figures (ZOO_METRICS_URL is not set): offline gates only")
+    mine = [f for f in figures if f.challenger_version == str(version) and (champion is None or f.champion_version == champion)]
+    if not mine:
+        return Gate("online", True, f"version {version} was not shadowed against the champion: offline gates only")
+    measure = get_serving(task).shadow_measure
+    what, higher = MEASURES[measure]
+    limit = policy.online_limit if policy.online_limit is not None else ONLINE_LIMITS[measure]
+    compared = sum(f.compared for f in mine)
+    scored = [f for f in mine if f.agreement is not None]
+    weight = sum(f.compared for f in scored)
+    agreement = sum(f.agreement * f.compared for f in scored) / weight if weight else None  # type: ignore[operator]
+    detail = f"{int(compared)} requests shadowed (at least {policy.online_min_requests}); {what} "
+    if agreement is None or compared < policy.online_min_requests:
+        return Gate("online", False, detail + ("not measured" if agreement is None else f"{agreement:.4g}") + " so far")
+    ok = agreement >= limit if higher else agreement <= limit
+    return Gate("online", ok, detail + f"{agreement:.4g} ({'at least' if higher else 'at most'} {limit:g})")
 
 
 def same_signature(champion: dict[str, Any], candidate: dict[str, Any]) -> tuple[bool, str]:

@@ -85,7 +85,7 @@ def deployments(schedules: dict[str, dict[str, Any]], interval: float | None = N
         out.append(
             retrain.to_deployment(
                 name=f"retrain-{task}",
-                parameters={"task": task, "config": entry["config"], "auto_promote": bool(entry["auto_promote"]), "progress": False},
+                parameters={"task": task, "config": entry["config"], "auto_promote": bool(entry["auto_promote"]), "progress": False, "trigger": "schedule"},
                 concurrency_limit=1,
                 tags=["course-zoo", task],
                 description=f"Retrain {task} ({entry['config']} config) when its data or code changed.",
@@ -155,18 +155,27 @@ def running_server_url(settings: Settings) -> str | None:
 
 def serve(settings: Settings, tasks: list[str] | None = None, interval: float | None = None) -> None:
     """Serve the deployments until Ctrl-C; schedules stay active after shutdown."""
+    import threading
+
     import prefect
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipelines import drift
 
     schedules = load_schedules()
     if tasks:
         schedules = {t: schedules[t] for t in tasks}
+    stop = threading.Event()
     with prefect_server(settings) as url:
         os.environ["PREFECT_API_URL"] = url  # for the flow-run subprocesses
         with temporary_settings({PREFECT_API_URL: url}), _ctrl_c_as_sigterm():
+            if settings.loop.metrics_url:  # drift past the threshold starts the task's deployment (pipelines/drift.py)
+                every = min(interval or drift.POLL_SECONDS, drift.POLL_SECONDS)
+                threading.Thread(target=drift.watch, args=(settings, list(schedules), stop, every), name="zoo-drift-watch", daemon=True).start()
             try:
                 prefect.serve(*deployments(schedules, interval), pause_on_shutdown=False)
             finally:
+                stop.set()
                 _drain_prefect_queues()
 
 
