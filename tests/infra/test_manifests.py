@@ -143,7 +143,8 @@ def test_overlay_renders_into_its_namespace(overlay: str) -> None:
     assert set(by_kind(docs, "Namespace")) == {namespace}
     assert [f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["kind"] != "Namespace" and d["metadata"].get("namespace") != namespace] == []
     counts = {kind: len(by_kind(docs, kind)) for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor")}
-    assert counts == {"Deployment": 8, "Service": 8, "HorizontalPodAutoscaler": 6, "PodDisruptionBudget": 6, "ServiceMonitor": 1}
+    # Deployments: six tasks, MLflow, the Prefect worker and drift-watch
+    assert counts == {"Deployment": 9, "Service": 8, "HorizontalPodAutoscaler": 6, "PodDisruptionBudget": 6, "ServiceMonitor": 1}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
