@@ -47,7 +47,7 @@ def champion(settings: Settings, task: str) -> str:
 
 def test_a_good_version_passes_every_gate(project: Settings, versions: dict[str, str]) -> None:
     gates = promotion.check_gates(project, "recommend", versions["recommend_new"])
-    assert [g.name for g in gates] == ["metric", "integrity", "latency", "signature"]
+    assert [g.name for g in gates] == ["metric", "integrity", "latency", "signature", "online"]
     assert all(g.passed for g in gates), gates
 
 
