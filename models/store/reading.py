@@ -54,8 +54,15 @@ def download(settings: Settings, c: MlflowClient, version: ModelVersion, root: P
         for extra in Path(tmp).iterdir():
             if extra.name not in ARTIFACT_PATHS:
                 shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
-        Path(tmp).rename(dest)
-        Path(tmp).mkdir()  # let TemporaryDirectory clean up an empty folder
+        try:
+            Path(tmp).rename(dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            # Another worker (or replica on this cache) downloaded the same version meanwhile: its copy is used,
+            # checked against the sha256 like this one would have been; this one goes with the temporary folder.
+        else:
+            Path(tmp).mkdir()  # let TemporaryDirectory clean up an empty folder
     return dest
 
 

@@ -87,3 +87,36 @@ def test_checksums_still_come_first(tmp_path: Path) -> None:
     checksums[SPEC_FILE] = "0" * 64
     with pytest.raises(ChecksumError):
         OnnxModel.load(tmp_path, checksums)
+
+
+def test_two_workers_downloading_one_version_at_once_both_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers of a service start together and fetch the champion into one cache: the one that finishes second
+    finds the version's folder there and uses it (it once failed to load, and answered 503 until the next poll)."""
+    import mlflow.artifacts
+
+    from models.settings import Settings
+    from models.store import reading
+
+    settings = Settings.from_env({"ZOO_HOME": str(tmp_path / "home")})
+    dest = settings.cache / "models" / "recommend" / "3"
+
+    def fetch(artifact_uri: str, dst_path: str, tracking_uri: str) -> str:
+        name = artifact_uri.rsplit("/", 1)[-1]
+        (Path(dst_path) / name).write_text(name)
+        if name == "spec.json" and not dest.exists():  # the other worker finishes first
+            dest.mkdir(parents=True)
+            for other in ("model.onnx", "spec.json"):
+                (dest / other).write_text(other)
+        return str(Path(dst_path) / name)
+
+    class Client:
+        def get_model_version_download_uri(self, name: str, version: str) -> str:
+            return f"models:/{name}/{version}"
+
+    class Version:
+        name, version = "recommend", "3"
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", fetch)
+    got = reading.download(settings, Client(), Version())  # type: ignore[arg-type]
+    assert got == dest and sorted(p.name for p in dest.iterdir()) == ["model.onnx", "spec.json"]
+    assert [p.name for p in dest.parent.iterdir()] == ["3"]  # no temporary folder left behind
