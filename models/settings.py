@@ -223,8 +223,7 @@ class LoopSettings:
     metrics_url: tuple[str, ...] = ()
     """``ZOO_METRICS_URL``: where the live figures are read: services' ``/metrics`` URLs, or a Prometheus server."""
     failpoints: tuple[str, ...] = ()
-    """``ZOO_SERVE_FAILPOINTS``: chaos testing only: ``challenger`` makes every challenger model call fail,
-    ``challenger_slow`` adds a second to each (see :mod:`services.traffic`)."""
+    """``ZOO_SERVE_FAILPOINTS``: chaos testing only: ``challenger`` or ``challenger_slow`` (:mod:`services.traffic`)."""
 
     @classmethod
     def read(cls, r: _Reader) -> "LoopSettings":
@@ -244,7 +243,7 @@ class LoopSettings:
         )
 
     @property
-    def challenger_wanted(self) -> bool:
+    def challenger_wanted(self) -> bool:  # the services load each task's challenger
         return self.shadow_share > 0 or self.canary_share > 0
 
 

@@ -67,7 +67,7 @@ def zoo_metrics() -> ZooMetrics:
             buckets=AGREEMENT_BUCKETS,
         ),
         shadow_errors=Counter("zoo_shadow_errors", "Shadow requests the challenger failed (the caller had the champion's answer)", SHADOW),
-        shadow_skipped=Counter("zoo_shadow_skipped", "Requests not shadowed: too many shadow calls in flight", SHADOW),
+        shadow_skipped=Counter("zoo_shadow_skipped", "Requests not shadowed: the worker stayed busy with callers, or too many shadow calls were waiting", SHADOW),
         canary_requests=Counter("zoo_canary_requests", "Requests routed to the challenger by the canary, by outcome", ["task", "challenger_version", "outcome"]),
         canary_rollbacks=Counter("zoo_canary_rollbacks", "Canaries stopped: the challenger broke the task's error-rate or p99 budget", ["task", "challenger_version"]),
         canary_active=Gauge("zoo_canary_active", "1 while the canary routes to the challenger, 0 once it was rolled back", ["task"], multiprocess_mode="livemin"),

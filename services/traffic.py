@@ -3,7 +3,10 @@ itself back.
 
 * Shadow (``ZOO_SHADOW_SHARE``): after the champion answered, that share of requests also runs on the challenger,
   off the response path; the two answers are compared with the task's measure
-  (:attr:`models.serving.Serving.shadow_measure`) into ``zoo_shadow_agreement``.
+  (:attr:`models.serving.Serving.shadow_measure`) into ``zoo_shadow_agreement``. Shadow work runs on spare
+  capacity only, so that it never slows the callers: it starts when the worker has no request in flight, and a
+  request is not shadowed (counted in ``zoo_shadow_skipped``) when ``SHADOW_IN_FLIGHT`` shadow calls are waiting
+  or the worker stays busy for ``SHADOW_PATIENCE_S``.
 * Canary (``ZOO_CANARY_SHARE``): that share of request keys (the task's :meth:`~models.serving.Serving.request_key`,
   else the ``X-Request-Key`` header, else each request on its own) is answered by the challenger for real. A
   challenger failure is answered by the champion; when the challenger's error rate or p99 over its last
@@ -23,6 +26,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,8 +39,10 @@ from services.metrics import zoo_metrics
 from services.runtime import TaskRunner
 
 log = logging.getLogger("course_zoo.services.traffic")
-SHADOW_IN_FLIGHT = 64
-"""Shadow calls in flight at most per worker; past it a request is not shadowed (counted as skipped)."""
+SHADOW_IN_FLIGHT = 4
+"""Shadow calls in flight at most per worker."""
+SHADOW_PATIENCE_S = 1.0
+"""How long a shadow call waits for the worker to have no request in flight; past it, it is dropped (skipped)."""
 KEY_HEADER = "x-request-key"
 
 
@@ -77,8 +83,8 @@ class CanaryWindow:
 class Traffic:
     """Shadow and canary routing of one worker, for every task it serves."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, busy: Callable[[], int] = lambda: 0) -> None:
+        self.settings, self.busy = settings, busy
         self.config: LoopSettings = settings.loop
         self.canaries: dict[str, CanaryWindow] = {}
         self._shadows: set[asyncio.Task[None]] = set()
@@ -169,7 +175,7 @@ class Traffic:
         return challenger is not None and self.config.shadow_share > 0 and self._random.random() < self.config.shadow_share
 
     def shadow(self, task: str, endpoint: str, request: dict[str, Any], answer: Any, champion: TaskRunner, challenger: TaskRunner) -> None:
-        """Send this request to the challenger too, after the champion answered (``request`` holds no temporary file)."""
+        """Send this request to the challenger too, once the worker is idle (``request`` holds no temporary file)."""
         labels = (task, champion.version, challenger.version)
         if len(self._shadows) >= SHADOW_IN_FLIGHT:
             zoo_metrics().shadow_skipped.labels(*labels).inc()
@@ -180,6 +186,13 @@ class Traffic:
 
     async def _compare(self, endpoint: str, request: dict[str, Any], answer: Any, labels: tuple[str, str, str], challenger: TaskRunner) -> None:
         metrics = zoo_metrics()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHADOW_PATIENCE_S
+        while self.busy() > 0:  # callers first
+            if loop.time() > deadline:
+                metrics.shadow_skipped.labels(*labels).inc()
+                return
+            await asyncio.sleep(0.002)
         try:
             theirs = await self.call_challenger(challenger, endpoint, request)
             hooks = challenger.serving
