@@ -1,10 +1,10 @@
-"""``make bench``: the model-level and the HTTP-level benchmark, then a summary against the goals.
+"""``make bench``: the model-level, HTTP-level and shadow benchmarks, then a summary against the goals.
 
 Each level runs as its own process (the HTTP level starts one server at a
 time); the summary, ``bench/results/summary.md`` (and ``.json``), puts the two
 tables side by side and says, goal by goal, whether it is met or what was
 measured instead. Knobs: see ``bench/common.py``; ``BENCH_LEVELS`` (default
-``model,http``) picks the levels.
+``model,http,shadow``) picks the levels (``shadow``: ``bench/shadow_level.py``, in a project of its own).
 
     python bench/run.py
 """
@@ -106,7 +106,7 @@ def body(text: str) -> str:
 
 
 def main() -> int:
-    levels = env_list("BENCH_LEVELS", ("model", "http"))
+    levels = env_list("BENCH_LEVELS", ("model", "http", "shadow"))
     champions(tasks_wanted())  # no demo state: say so before anything runs
     for level in levels:
         script = ROOT / "bench" / f"{level}_level.py"
@@ -125,6 +125,8 @@ def main() -> int:
         md += ["## Model level", "", body((RESULTS / "model_level.md").read_text())]
     if http:
         md += ["## HTTP level", "", body((RESULTS / "http_level.md").read_text())]
+    if (RESULTS / "shadow.md").is_file():
+        md += ["## Shadow traffic", "", body((RESULTS / "shadow.md").read_text())]
     write_results("summary", {"stamp": st, "goals": verdict, "goal_lines": lines}, "\n".join(md))
     print("\n".join(md))
     print(f"wrote {RESULTS / 'summary.md'}")
