@@ -300,3 +300,27 @@ def test_column_arrays_and_a_dataframe_give_the_same_features(fitted: Preprocess
     columns = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
     a, b = fitted.transform(frame), fitted.transform(columns)
     assert np.array_equal(a.cats, b.cats) and np.array_equal(a.conts, b.conts) and a.unknown == b.unknown == [[], ["Store", "Date"], ["Date", "StateHoliday"]]
+
+
+def test_captured_records_with_feedback_become_training_rows_the_schema_accepts(tmp_path: Path) -> None:
+    from models.capture import Captured
+
+    folder = write_rossmann_like(tmp_path)
+    train, _ = read_tables(folder)
+    first = train.iloc[0]
+    last_day = pd.to_datetime(train["Date"]).max()
+    new_day = str((last_day + pd.Timedelta(days=1)).date())
+    base = {"Open": 1, "Promo": 1, "StateHoliday": "0", "SchoolHoliday": 0}
+    records = [
+        {**base, "Store": int(first["Store"]), "Date": new_day},  # new: becomes a row
+        {**base, "Store": int(first["Store"]), "Date": str(first["Date"])},  # already in the data: the data's row wins
+        {**base, "Store": 10**6, "Date": new_day},  # a store store.csv does not have
+    ]
+    captured = Captured({"request_id": "a" * 32, "endpoint": "sales", "request": {"records": records}}, tmp_path)
+    assert TASK.absorb(tmp_path, [(captured, [1234.0, 99.0, 5.0])]) == 1
+    assert TASK.validate(tmp_path, TASK.config("tiny")) == []
+    after, _ = read_tables(folder)
+    added = after[after["Date"] == new_day]
+    assert len(after) == len(train) + 1 and added["Sales"].tolist() == [1234] and added["Customers"].isna().all()
+    assert int(after[(after["Store"] == first["Store"]) & (after["Date"] == first["Date"])]["Sales"].iloc[0]) == int(first["Sales"])
+    assert len(TASK.load(tmp_path, TASK.config("tiny")).train_y)  # and the loader reads it

@@ -79,8 +79,9 @@ def prepare_rows(train: pd.DataFrame) -> pd.DataFrame:
     df = train[TRAIN_COLUMNS].copy()
     df["Date"] = pd.to_datetime(df["Date"])
     df["StateHoliday"] = df["StateHoliday"].astype(str)
-    for c in ("Store", "DayOfWeek", "Sales", "Customers", "Open", "Promo", "SchoolHoliday"):
+    for c in ("Store", "DayOfWeek", "Sales", "Open", "Promo", "SchoolHoliday"):
         df[c] = df[c].astype(np.int64)
+    df["Customers"] = df["Customers"].astype("Int64")  # empty where captured traffic added the day
     return df.sort_values(["Date", "Store"], kind="stable").reset_index(drop=True)
 
 
@@ -141,8 +142,28 @@ class Sales(Task):
         return problems
 
     def absorb(self, data_dir: Path, labelled: list[tuple[Any, list[Any]]]) -> int:
-        """Not built: a ``train.csv`` row needs the day's ``Customers``, which a sales figure's feedback does not carry."""
-        raise ValueError("sales does not turn captured traffic into training data yet: a train.csv row needs the day's Customers, which /feedback does not carry")
+        """Each record of a captured ``/sales`` request becomes a row of ``train.csv`` with its true sales (``Customers``
+        left empty: feedback does not carry it, and the model does not read it). A store-day already in the data, or
+        a store not in ``store.csv``, is left out: the data's own rows win."""
+        import csv
+        from datetime import date
+
+        root = data_dir / DATASET
+        train, store = read_tables(root)
+        seen = set(zip(train["Store"].astype(int), train["Date"].astype(str)))
+        stores = set(store["Store"].astype(int))
+        rows = []
+        for captured, outcomes in labelled:
+            for record, sales in zip(captured.record["request"]["records"], outcomes):
+                key = (int(record["Store"]), str(record["Date"]))
+                if key in seen or key[0] not in stores:
+                    continue
+                seen.add(key)
+                weekday = date.fromisoformat(key[1]).isoweekday()
+                rows.append([key[0], weekday, key[1], round(float(sales)), "", record["Open"], record["Promo"], record["StateHoliday"], record["SchoolHoliday"]])
+        with (root / "train.csv").open("a", newline="") as out:
+            csv.writer(out).writerows(rows)
+        return len(rows)
 
     def load(self, data_dir: Path, config: TrainConfig) -> Dataset:
         assert isinstance(config, SalesConfig)

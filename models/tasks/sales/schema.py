@@ -53,7 +53,8 @@ def train_schema(min_rows: int = 100, max_rows: int = 100_000_000):
             "DayOfWeek": pa.Column("int64", pa.Check.in_range(1, 7), nullable=False, coerce=True),
             "Date": pa.Column(str, pa.Check.str_matches(r"^\d{4}-\d{2}-\d{2}$"), nullable=False),
             "Sales": pa.Column("int64", pa.Check.ge(0), nullable=False, coerce=True),
-            "Customers": pa.Column("int64", pa.Check.ge(0), nullable=False, coerce=True),
+            # not a model input; empty on a store-day added from captured traffic (its feedback is the sales figure)
+            "Customers": pa.Column("Int64", pa.Check.ge(0), nullable=True, coerce=True),
             "Open": pa.Column("int64", flag, nullable=False, coerce=True),
             "Promo": pa.Column("int64", flag, nullable=False, coerce=True),
             "StateHoliday": pa.Column(str, pa.Check.isin(STATE_HOLIDAYS), nullable=False),

@@ -133,9 +133,13 @@ class SalesServing(Serving):
         return names if len(names) == width else super().column_names(name, width)
 
     def outcome(self, endpoint: str, value: Any, request: dict[str, Any]) -> list[Any]:
+        records = request.get("records") or []
+
         def check(sales: Any, i: int) -> float:
             if isinstance(sales, bool) or not isinstance(sales, (int, float)) or not 0 <= sales < 1e9:
                 raise InvalidInput("bad_sales", f"outcome[{i}] = {sales!r} is not a sales figure (a number from 0)")
+            if sales and not records[i].get("Open"):
+                raise InvalidInput("bad_sales", f"outcome[{i}] = {sales!r}, but records[{i}] is a closed store-day, which sells 0")
             return float(sales)
 
         return per_item(value, len(request.get("records") or []), check)
