@@ -72,12 +72,12 @@ def check(settings: Settings, tasks: list[str], launch: Launch, now: Callable[[]
                 out.append(Drifted(task, feature, score, False, f"in its cool-down: a drift retrain started {now() - last:.0f} s ago (ZOO_DRIFT_COOLDOWN_S={cooldown:g})"))
                 continue
             trigger = f"drift: {feature} {score:.3g} (threshold {threshold:g})"
-            state.seek(0)
+            log.warning("%s drifted (%s); starting a retrain", task, trigger)
+            launch(task, trigger)  # under the lock: a second scheduler waits, then finds the cool-down
+            state.seek(0)  # only once started: a launch that failed (no deployment yet) is tried at the next poll
             state.truncate()
             state.write(json.dumps({"started_at": now(), "trigger": trigger}))
             state.flush()
-        log.warning("%s drifted (%s); starting a retrain", task, trigger)
-        launch(task, trigger)
         out.append(Drifted(task, feature, score, True, trigger))
     return out
 

@@ -94,3 +94,25 @@ def test_the_capture_store_is_capped_and_a_failing_disk_loses_records_not_reques
     cap.drain()
     time.sleep(0.2)
     assert dropped() == before + 1
+
+
+def test_a_drift_retrain_that_could_not_start_is_tried_again_and_then_cools_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines import drift, live
+
+    settings = Settings.from_env({"ZOO_HOME": str(tmp_path), "ZOO_METRICS_URL": "http://services/metrics", "ZOO_DRIFT_COOLDOWN_S": "60"})
+    monkeypatch.setattr(live, "drift_scores", lambda s: {("recommend", "user"): 0.9, ("recommend", "movie"): 0.1, ("sales", "Promo"): 0.05})
+    calls: list[str] = []
+
+    def launch(task: str, trigger: str) -> None:
+        calls.append(trigger)
+        if len(calls) == 1:
+            raise RuntimeError("deployment retrain/retrain-recommend not found")  # the scheduler is still registering it
+
+    with pytest.raises(RuntimeError):
+        drift.check(settings, ["recommend", "sales"], launch, now=lambda: 1000.0)
+    [started] = drift.check(settings, ["recommend", "sales"], launch, now=lambda: 1010.0)
+    assert started.started and started.feature == "user" and calls[-1].startswith("drift: user 0.9")
+    [cooling] = drift.check(settings, ["recommend", "sales"], launch, now=lambda: 1050.0)
+    assert not cooling.started and len(calls) == 2
+    [again] = drift.check(settings, ["recommend", "sales"], launch, now=lambda: 1071.0)  # past the cool-down
+    assert again.started and len(calls) == 3
