@@ -111,6 +111,8 @@ def test_a_drifted_input_stream_raises_the_score_and_starts_exactly_one_retrain(
 def test_shadow_compares_every_champion_answer_and_the_caller_gets_the_champion(loop: tuple[Settings, str, str], server: str) -> None:
     from pipelines import live, promotion
 
+    from services.traffic import bucket
+
     settings, champion, challenger = loop
     users = [u for u, _ in training_pairs(settings, 400)]
     served = []
@@ -118,7 +120,9 @@ def test_shadow_compares_every_champion_answer_and_the_caller_gets_the_champion(
         r = httpx.post(f"{server}/rate", json={"user_ids": [user], "movie_ids": [1]})
         assert r.status_code == 200 and r.json()["model_version"] == r.headers["x-model-version"]
         served.append(r.headers["x-model-version"])
-    assert set(served) <= {champion, challenger} and champion in served
+    # every caller outside the canary's share of users gets the champion, shadowed or not
+    canaried = [bucket("recommend", f"user:{u}") < float(LIVE_ENV["ZOO_CANARY_SHARE"]) for u in users[:60]]
+    assert served == [challenger if c else champion for c in canaried] and champion in served
     key = (("challenger_version", challenger), ("champion_version", champion), ("task", "recommend"))
     compared = wait_for(lambda: (samples(server, "zoo_shadow_requests_total").get(key, 0) >= served.count(champion)) and samples(server, "zoo_shadow_requests_total")[key])
     assert compared >= served.count(champion), compared
