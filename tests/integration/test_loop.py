@@ -110,7 +110,6 @@ def test_a_drifted_input_stream_raises_the_score_and_starts_exactly_one_retrain(
 
 def test_shadow_compares_every_champion_answer_and_the_caller_gets_the_champion(loop: tuple[Settings, str, str], server: str) -> None:
     from pipelines import live, promotion
-
     from services.traffic import bucket
 
     settings, champion, challenger = loop
