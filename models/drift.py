@@ -89,6 +89,8 @@ def training_profile(task: Any, spec: dict[str, Any], inputs: tuple[np.ndarray, 
 
     hooks = get_serving(task.name)(spec, Limits())
     names = [t.name for t in task.inputs(spec)]
+    per_row = sum(np.asarray(x)[:1].nbytes for x in inputs) or 1
+    rows = min(rows, max(64, int(256e6 // per_row)))  # at most ~256 MB of inputs (224 px photos: ~425 of them)
     sample = tuple(np.asarray(x)[:rows] for x in inputs)
     features = {**hooks.observe(sample, names), **{k: np.asarray(v, dtype=np.float64) for k, v in ((extras or {}).get("drift") or {}).items()}}
     return profile(features, hooks.categorical(names, sample))

@@ -153,7 +153,7 @@ class Serving(ABC):
         for name, x in zip(names, inputs):
             x = np.asarray(x)
             if x.ndim == 4 and x.shape[1] == 3:
-                flat = x.reshape(len(x), 3, -1).astype(np.float32)
+                flat = x.reshape(len(x), 3, -1)
                 for c, colour in enumerate(("red", "green", "blue")):
                     out[colour] = flat[:, c].mean(axis=1)
                 out["brightness"] = flat.mean(axis=(1, 2))
