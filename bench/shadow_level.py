@@ -33,18 +33,12 @@ GOAL = 1.10
 
 
 def project_env(root: Path) -> dict[str, str]:
-    home = root / ".zoo"
+    """This environment pointed at the project in ``root`` (its ZOO_HOME under it), this venv first on PATH."""
+    from models.settings import Settings
+
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {
-        **os.environ,
-        "PATH": path,
-        "ZOO_PROJECT_ROOT": str(root),
-        "ZOO_HOME": str(home),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "MLFLOW_REGISTRY_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "PREFECT_HOME": str(home / "prefect"),
-        "BENTOML_HOME": str(home / "bentoml"),
-    }
+    own = Settings.from_env({"ZOO_PROJECT_ROOT": str(root), "ZOO_HOME": str(root / ".zoo")}).tool_env()
+    env = {**os.environ, **own, "PATH": path, "ZOO_PROJECT_ROOT": str(root)}
     for key in ("ZOO_SHADOW_SHARE", "ZOO_CANARY_SHARE", "ZOO_CAPTURE_SHARE", "ZOO_TASKS"):
         env.pop(key, None)
     return env
@@ -110,13 +104,9 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def counted(url: str, name: str) -> int:
-    import urllib.request
+    from pipelines.live import scrape
 
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return int(sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name))
+    return int(sum(scrape((f"{url}/metrics",), (name,)).values()))
 
 
 def measure(env: dict[str, str], task: str, body: bytes, ctype: str, tmp: Path, rounds: int, seconds: float) -> dict[str, list[dict[str, Any]]]:

@@ -50,39 +50,41 @@ def _get(url: str) -> bytes:
         raise LiveUnavailable(f"cannot read {url}: {exc}") from exc
 
 
-def _scrape(urls: tuple[str, ...], names: tuple[str, ...]) -> Samples:
-    """The samples of the metrics ``names`` (full sample names, e.g. ``zoo_shadow_requests_total``), summed over ``urls``."""
+def scrape(urls: tuple[str, ...], names: tuple[str, ...], op: str = "sum") -> Samples:
+    """The samples of the metrics ``names`` (full sample names, e.g. ``zoo_shadow_requests_total``) of the
+    ``/metrics`` at ``urls``, combined over them by ``op`` (``sum`` or ``max``)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: Samples = defaultdict(float)
+    out: Samples = {}
     for url in urls:
         for family in text_string_to_metric_families(_get(url).decode("utf-8", errors="replace")):
             for sample in family.samples:
                 if sample.name in names:
-                    out[(sample.name, tuple(sorted(sample.labels.items())))] += sample.value
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    out[key] = sample.value if key not in out else (out[key] + sample.value if op == "sum" else max(out[key], sample.value))
     return out
 
 
-def _prometheus(url: str, names: tuple[str, ...]) -> Samples:
+def _prometheus(url: str, names: tuple[str, ...], op: str) -> Samples:
     out: Samples = {}
     for name in names:
-        query = urllib.parse.urlencode({"query": f"sum by (task, feature, champion_version, challenger_version) ({name})"})
+        query = urllib.parse.urlencode({"query": f"{op} by (task, feature, champion_version, challenger_version) ({name})"})
         body = json.loads(_get(f"{url.rstrip('/')}/api/v1/query?{query}"))
         for item in body.get("data", {}).get("result", []):
             out[(name, tuple(sorted(item["metric"].items())))] = float(item["value"][1])
     return out
 
 
-def samples(settings: Settings, names: tuple[str, ...]) -> Samples | None:
-    """The current samples of ``names`` from ``ZOO_METRICS_URL``; ``None`` when it is not set."""
+def samples(settings: Settings, names: tuple[str, ...], op: str = "sum") -> Samples | None:
+    """The current samples of ``names`` from ``ZOO_METRICS_URL``, combined by ``op``; ``None`` when it is not set."""
     urls = settings.loop.metrics_url
     if not urls:
         return None
     if all(u.rstrip("/").endswith("/metrics") for u in urls):
-        return _scrape(urls, names)
+        return scrape(urls, names, op)
     if len(urls) != 1:
         raise LiveUnavailable("ZOO_METRICS_URL: give services' /metrics URLs, or one Prometheus server")
-    return _prometheus(urls[0], names)
+    return _prometheus(urls[0], names, op)
 
 
 SHADOW_NAMES = ("zoo_shadow_requests_total", "zoo_shadow_agreement_sum", "zoo_shadow_agreement_count", "zoo_shadow_errors_total")
@@ -113,23 +115,15 @@ def shadow(settings: Settings, task: str) -> list[Shadow] | None:
 
 def drift_scores(settings: Settings) -> dict[tuple[str, str], float] | None:
     """``(task, feature) -> score`` (the largest over the services); ``None`` without ``ZOO_METRICS_URL``."""
-    urls = settings.loop.metrics_url
-    if not urls:
+    found = samples(settings, ("zoo_drift_score",), op="max")
+    if found is None:
         return None
     out: dict[tuple[str, str], float] = {}
-    if all(u.rstrip("/").endswith("/metrics") for u in urls):
-        from prometheus_client.parser import text_string_to_metric_families
-
-        for url in urls:
-            for family in text_string_to_metric_families(_get(url).decode("utf-8", errors="replace")):
-                for s in family.samples:
-                    if s.name == "zoo_drift_score":
-                        key = (s.labels.get("task", ""), s.labels.get("feature", ""))
-                        out[key] = max(out.get(key, 0.0), s.value)
-        return out
-    query = urllib.parse.urlencode({"query": "max by (task, feature) (zoo_drift_score)"})
-    body = json.loads(_get(f"{urls[0].rstrip('/')}/api/v1/query?{query}"))
-    return {(i["metric"].get("task", ""), i["metric"].get("feature", "")): float(i["value"][1]) for i in body.get("data", {}).get("result", [])}
+    for (_, labels), value in found.items():
+        tags = dict(labels)
+        key = (tags.get("task", ""), tags.get("feature", ""))
+        out[key] = max(out.get(key, value), value)  # other labels (pid) folded
+    return out
 
 
 def attach_shadow(settings: Settings, rows: list[dict[str, Any]]) -> str:
