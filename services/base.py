@@ -106,12 +106,10 @@ class ZooService:
         self.runners: dict[str, TaskRunner] = {}
         self.challengers: dict[str, TaskRunner] = {}
         """Task -> its ``challenger``, loaded when ``ZOO_SHADOW_SHARE`` or ``ZOO_CANARY_SHARE`` is set."""
-        self.traffic = Traffic(self.settings, busy=lambda: self.in_flight)
+        self.traffic = Traffic(self.settings)
         self.capture = Capture(self.settings)
         self.drift = Drift(self.settings.loop.drift_window, self.settings.loop.drift_min_rows)
         self._challenger_failed: dict[str, str] = {}
-        self.in_flight = 0
-        """Requests inside :meth:`infer` now (this worker's event loop): shadow work waits for spare capacity."""
         self.problems: dict[str, str] = {}
         self.by_endpoint = self.endpoints()
         self.poll_seconds = self.config.poll_seconds
@@ -299,7 +297,6 @@ class ZooService:
         def seen(prepared: Any) -> None:
             self.drift.observe(task, runner, prepared)
 
-        self.in_flight += 1
         try:
             if self.traffic.picks_challenger(task, endpoint, request, getattr(ctx.request, "headers", None), challenger):
                 assert challenger is not None
@@ -312,8 +309,6 @@ class ZooService:
         except Overloaded as exc:
             zoo_metrics().overloads.labels(task, exc.reason).inc()
             return self._error(ctx, 503, f"{task} is overloaded: {exc}; retry after {exc.retry_after:g} s", exc.reason, runner.version, exc.retry_after)
-        finally:
-            self.in_flight -= 1
         ctx.response.headers[VERSION_HEADER] = used.version
         if shadowed and used is runner and challenger is not None:
             self.traffic.shadow(task, endpoint, request, result, runner, challenger)

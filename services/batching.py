@@ -96,6 +96,7 @@ class MicroBatcher:
 
     async def _drain(self) -> None:
         while self._queue:
+            self._queue = [item for item in self._queue if not item[1].done()]  # callers gone (hung up): no work
             self._expire()
             if not self._queue:
                 break

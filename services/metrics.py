@@ -32,6 +32,7 @@ class ZooMetrics:
     captured: Counter
     capture_dropped: Counter
     drift_score: Gauge
+    abandoned: Counter
 
 
 SHADOW = ["task", "champion_version", "challenger_version"]
@@ -76,6 +77,7 @@ def zoo_metrics() -> ZooMetrics:
         drift_score=Gauge(
             "zoo_drift_score", "Population stability index of a feature's live inputs against the training profile", ["task", "feature"], multiprocess_mode="livemax"
         ),
+        abandoned=Counter("zoo_abandoned_requests", "Requests whose client hung up after sending them, before the answer: their work was stopped", ["task"]),
     )
 
 

@@ -10,9 +10,11 @@ from models.settings import ServingSettings
 from services.auth import Tokens, unauthorized
 from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
 from services.errors import multipart_problem, rewritten
+from services.hangup import Hangups
 from services.metrics import watch_event_loop, zoo_metrics
 from services.openapi import amend
 from services.pages import PAGES, describe, page
+from services.traffic import ACTIVITY
 
 
 class ZooMiddleware:
@@ -93,6 +95,8 @@ class ZooMiddleware:
             zoo_metrics().rejections.labels(task, reason).inc()
             message = "a multipart/form-data body needs its boundary in Content-Type (multipart/form-data; boundary=...)"
             return await JSONResponse({"error": message, "reason": reason}, status_code=400, headers={REJECTION_HEADER: reason})(scope, receive, send)
+        link = Hangups(receive, send)  # a client gone before its answer stops the request's work
+        receive, send = link.receive, link.send
         received = 0
         started = rejected = False
         multipart = ctype.startswith("multipart/form-data")
@@ -150,11 +154,16 @@ class ZooMiddleware:
                 return await send({"type": "http.response.body", "body": reply.body})
             await send(message)
 
+        ACTIVITY.enter()  # shadow work waits for no caller in flight
         try:
-            await self.app(scope, counted_receive, send_with_headers)
+            await link.run(self.app(scope, counted_receive, send_with_headers))
         except Exception:
             if not rejected:  # the app's own failure: not ours to hide
                 raise
+        finally:
+            ACTIVITY.leave()
+        if link.hung_up:
+            zoo_metrics().abandoned.labels(task).inc()
 
 def with_middleware(service: Any, routes: dict[str, str], settings: ServingSettings, tasks: list[str]) -> Any:
     """Attach :class:`ZooMiddleware` to a BentoML service for ``routes`` (route -> task), ``/feedback`` and the tasks' protocol routes."""

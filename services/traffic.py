@@ -4,9 +4,11 @@ itself back.
 * Shadow (``ZOO_SHADOW_SHARE``): after the champion answered, that share of requests also runs on the challenger,
   off the response path; the two answers are compared with the task's measure
   (:attr:`models.serving.Serving.shadow_measure`) into ``zoo_shadow_agreement``. Shadow work runs on spare
-  capacity only, so that it never slows the callers: it starts when the worker has no request in flight, and a
-  request is not shadowed (counted in ``zoo_shadow_skipped``) when ``SHADOW_IN_FLIGHT`` shadow calls are waiting
-  or the worker stays busy for ``SHADOW_PATIENCE_S``.
+  capacity only, so that it never slows the callers: one queue per worker, drained one call at a time whenever
+  no caller's request is inside the worker's ASGI app (:data:`ACTIVITY`, counted by the middleware from the first
+  byte read to the last byte sent), and within a time budget of ``SHADOW_TIME_SHARE`` of the worker's time. A
+  request is not shadowed (counted in ``zoo_shadow_skipped``) when ``SHADOW_IN_FLIGHT`` shadow calls are waiting,
+  the worker stays busy for ``SHADOW_PATIENCE_S`` or the budget is spent.
 * Canary (``ZOO_CANARY_SHARE``): that share of request keys (the task's :meth:`~models.serving.Serving.request_key`,
   else the ``X-Request-Key`` header, else each request on its own) is answered by the challenger for real. A
   challenger failure is answered by the champion; when the challenger's error rate or p99 over its last
@@ -26,7 +28,6 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,10 +41,49 @@ from services.runtime import TaskRunner
 
 log = logging.getLogger("course_zoo.services.traffic")
 SHADOW_IN_FLIGHT = 4
-"""Shadow calls in flight at most per worker."""
+"""Shadow calls waiting at most per worker."""
 SHADOW_PATIENCE_S = 1.0
 """How long a shadow call waits for the worker to have no request in flight; past it, it is dropped (skipped)."""
+SHADOW_TIME_SHARE = 0.05
+"""Shadow calls take at most this share of a worker's time (a budget earned per second, spent by each call's
+duration): on a saturated CPU there is no spare capacity, and idle moments alone would let shadow work add its
+own cost to the callers' latency."""
+SHADOW_BURST_S = 0.25
+"""Budget that an idle worker saves up at most (seconds of shadow work)."""
 KEY_HEADER = "x-request-key"
+
+
+class Activity:
+    """Callers' requests inside this worker's ASGI app now; shadow work waits for none."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self._idle: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        self.requests += 1
+
+    def leave(self) -> None:
+        self.requests -= 1
+        if self.requests <= 0 and self._idle is not None:
+            self._idle.set()
+
+    async def until_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for no request in flight; whether it came."""
+        if self.requests <= 0:
+            return True
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.clear()
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+
+ACTIVITY = Activity()
+"""This worker's callers (one per process: the middleware counts, :class:`Traffic` waits)."""
 
 
 class ChallengerFailpoint(RuntimeError):
@@ -83,11 +123,13 @@ class CanaryWindow:
 class Traffic:
     """Shadow and canary routing of one worker, for every task it serves."""
 
-    def __init__(self, settings: Settings, busy: Callable[[], int] = lambda: 0) -> None:
-        self.settings, self.busy = settings, busy
+    def __init__(self, settings: Settings, activity: Activity = ACTIVITY) -> None:
+        self.settings, self.activity = settings, activity
         self.config: LoopSettings = settings.loop
         self.canaries: dict[str, CanaryWindow] = {}
-        self._shadows: set[asyncio.Task[None]] = set()
+        self._pending: deque[tuple[float, str, dict[str, Any], Any, tuple[str, str, str], TaskRunner]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+        self._budget, self._budget_at = SHADOW_BURST_S, time.monotonic()
         self._random = random.Random()
 
     # ------------------------------------------------------------------ canary
@@ -175,24 +217,40 @@ class Traffic:
         return challenger is not None and self.config.shadow_share > 0 and self._random.random() < self.config.shadow_share
 
     def shadow(self, task: str, endpoint: str, request: dict[str, Any], answer: Any, champion: TaskRunner, challenger: TaskRunner) -> None:
-        """Send this request to the challenger too, once the worker is idle (``request`` holds no temporary file)."""
+        """Queue this request for the challenger too, run once the worker is idle (``request`` holds no temporary file)."""
         labels = (task, champion.version, challenger.version)
-        if len(self._shadows) >= SHADOW_IN_FLIGHT:
+        if len(self._pending) >= SHADOW_IN_FLIGHT or not self._afford():  # nothing queued on a spent budget
             zoo_metrics().shadow_skipped.labels(*labels).inc()
             return
-        job = asyncio.get_running_loop().create_task(self._compare(endpoint, request, answer, labels, challenger))
-        self._shadows.add(job)
-        job.add_done_callback(self._shadows.discard)
+        loop = asyncio.get_running_loop()
+        self._pending.append((loop.time() + SHADOW_PATIENCE_S, endpoint, request, answer, labels, challenger))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """One shadow call at a time, each when no caller is in flight; what waited past its patience is skipped."""
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            deadline, endpoint, request, answer, labels, challenger = self._pending[0]
+            idle = await self.activity.until_idle(deadline - loop.time())
+            self._pending.popleft()
+            if not idle or not self._afford():
+                zoo_metrics().shadow_skipped.labels(*labels).inc()
+                continue
+            start = time.monotonic()
+            await self._compare(endpoint, request, answer, labels, challenger)
+            self._budget -= time.monotonic() - start
+            await asyncio.sleep(0)  # callers that arrived meanwhile go first
+
+    def _afford(self) -> bool:
+        """Whether the time budget (``SHADOW_TIME_SHARE`` of the worker's) allows another shadow call now."""
+        now = time.monotonic()
+        self._budget = min(SHADOW_BURST_S, self._budget + (now - self._budget_at) * SHADOW_TIME_SHARE)
+        self._budget_at = now
+        return self._budget > 0
 
     async def _compare(self, endpoint: str, request: dict[str, Any], answer: Any, labels: tuple[str, str, str], challenger: TaskRunner) -> None:
         metrics = zoo_metrics()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SHADOW_PATIENCE_S
-        while self.busy() > 0:  # callers first
-            if loop.time() > deadline:
-                metrics.shadow_skipped.labels(*labels).inc()
-                return
-            await asyncio.sleep(0.002)
         try:
             theirs = await self.call_challenger(challenger, endpoint, request)
             hooks = challenger.serving

@@ -152,3 +152,68 @@ def test_a_full_queue_is_refused_at_once_and_a_late_request_past_its_budget() ->
     assert results[0].tolist() == [0]
     assert all(isinstance(r, Overloaded) and r.reason == "wait_budget" for r in results[1:])
     assert retry_after >= 1
+
+
+def test_requests_whose_callers_left_are_not_computed() -> None:
+    """A request cancelled while it waits (its client hung up) is dropped from the queue, not run."""
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def model(x: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        calls.append(x.tolist())
+        return x
+
+    async def main() -> np.ndarray:
+        batcher = MicroBatcher(model, max_batch_size=8)
+        first = asyncio.create_task(batcher.submit(np.array([0])))
+        await asyncio.sleep(0.05)  # running, blocked on the gate
+        gone = [asyncio.create_task(batcher.submit(np.array([i]))) for i in (1, 2)]
+        kept = asyncio.create_task(batcher.submit(np.array([3])))
+        await asyncio.sleep(0.02)
+        for job in gone:
+            job.cancel()
+        await asyncio.sleep(0.02)
+        gate.set()
+        await first
+        return await kept
+
+    assert asyncio.run(main()).tolist() == [3]
+    assert calls == [[0], [3]]
+
+
+def test_a_client_gone_after_its_body_stops_the_work_and_one_gone_after_its_answer_does_not() -> None:
+    from services.hangup import Hangups
+
+    async def one(answer_first: bool) -> tuple[Hangups, list[str]]:
+        inbox: asyncio.Queue[dict] = asyncio.Queue()
+        inbox.put_nowait({"type": "http.request", "body": b"{}", "more_body": False})
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        link = Hangups(inbox.get, send)
+        events: list[str] = []
+
+        async def app() -> None:
+            await link.receive()
+            if answer_first:
+                await link.send({"type": "http.response.start", "status": 200, "headers": []})
+                await link.send({"type": "http.response.body", "body": b"ok"})
+            inbox.put_nowait({"type": "http.disconnect"})
+            try:
+                await asyncio.sleep(0.5)
+                events.append("finished")
+            except asyncio.CancelledError:
+                events.append("cancelled")
+                raise
+
+        await asyncio.wait_for(link.run(app()), 5)
+        return link, events, [m.get("status") for m in sent if m["type"] == "http.response.start"]
+
+    gone, events, statuses = asyncio.run(one(answer_first=False))
+    # the request ends with 499 into the closed connection: the layers around (BentoML's timeout) see it end
+    assert gone.hung_up and events == ["cancelled"] and statuses == [499]
+    answered, events, statuses = asyncio.run(one(answer_first=True))
+    assert not answered.hung_up and answered.answered and events == ["finished"] and statuses == [200]

@@ -116,3 +116,80 @@ def test_a_drift_retrain_that_could_not_start_is_tried_again_and_then_cools_down
     assert not cooling.started and len(calls) == 2
     [again] = drift.check(settings, ["recommend", "sales"], launch, now=lambda: 1071.0)  # past the cool-down
     assert again.started and len(calls) == 3
+
+
+def test_shadow_calls_wait_for_no_caller_in_flight_and_are_skipped_past_their_patience(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The challenger runs only once the worker's callers are gone; a worker that stays busy drops the call, counted."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from services import traffic
+    from services.metrics import zoo_metrics
+
+    monkeypatch.setattr(traffic, "SHADOW_PATIENCE_S", 0.3)
+    calls: list[int] = []
+
+    async def handle(endpoint: str, request: dict, seen: object = None) -> dict:
+        calls.append(activity.requests)
+        return {"rating": [3.0]}
+
+    challenger = SimpleNamespace(handle=handle, version="2", serving=SimpleNamespace(shadow_measure="mad", agreement=lambda e, a, b: 0.5))
+    champion = SimpleNamespace(version="1")
+    activity = traffic.Activity()
+    routing = traffic.Traffic(Settings.from_env({}), activity)
+    skipped = zoo_metrics().shadow_skipped.labels("t", "1", "2")
+
+    async def scenario() -> tuple[list[int], list[int], float]:
+        activity.enter()  # a caller in flight: the shadow call waits
+        routing.shadow("t", "/rate", {}, {"rating": [3.0]}, champion, challenger)  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+        waited = list(calls)
+        activity.leave()
+        await asyncio.sleep(0.05)
+        ran = list(calls)
+        before = skipped._value.get()
+        activity.enter()  # a caller that stays past the patience: skipped, never run
+        routing.shadow("t", "/rate", {}, {"rating": [3.0]}, champion, challenger)  # type: ignore[arg-type]
+        await asyncio.sleep(0.5)
+        activity.leave()
+        await asyncio.sleep(0.05)
+        return waited, ran, skipped._value.get() - before
+
+    waited, ran, dropped = asyncio.run(scenario())
+    assert waited == [] and ran == [0], (waited, ran)
+    assert calls == [0] and dropped == 1
+
+
+def test_shadow_work_stays_within_its_share_of_the_workers_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a worker that is never idle long, shadow calls stop once they spent their budget; the rest are skipped."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from services import traffic
+    from services.metrics import zoo_metrics
+
+    monkeypatch.setattr(traffic, "SHADOW_BURST_S", 0.1)
+    monkeypatch.setattr(traffic, "SHADOW_TIME_SHARE", 0.01)
+    calls: list[float] = []
+
+    async def handle(endpoint: str, request: dict, seen: object = None) -> dict:
+        calls.append(time.monotonic())
+        await asyncio.sleep(0.04)  # each call costs 40 ms of the worker's time
+        return {"rating": [3.0]}
+
+    challenger = SimpleNamespace(handle=handle, version="2", serving=SimpleNamespace(shadow_measure="mad", agreement=lambda e, a, b: 0.5))
+    champion = SimpleNamespace(version="1")
+    routing = traffic.Traffic(Settings.from_env({}), traffic.Activity())
+    skipped = zoo_metrics().shadow_skipped.labels("b", "1", "2")
+    before = skipped._value.get()
+
+    async def scenario() -> None:
+        for _ in range(12):
+            routing.shadow("b", "/rate", {}, {"rating": [3.0]}, champion, challenger)  # type: ignore[arg-type]
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+
+    asyncio.run(scenario())
+    # a 100 ms budget pays for 3 calls of 40 ms (the third overdraws it); 0.6 s at 1% earns 6 ms more: no fourth
+    assert 2 <= len(calls) <= 3, calls  # 2 on a machine slow enough to stretch the 40 ms
+    assert skipped._value.get() - before == 12 - len(calls)

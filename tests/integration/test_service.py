@@ -242,7 +242,7 @@ def test_the_declared_schema_says_what_is_required_and_what_may_be_null(server: 
 
 
 def test_past_the_queue_limit_requests_get_503_with_retry_after(project: Settings, tmp_path: Path) -> None:
-    """Backpressure: a burst well past what one worker takes is partly refused at once, the rest answered; nothing else."""
+    """Backpressure: a burst well past what one worker takes is partly refused at once, the admitted answered; nothing else."""
     import asyncio
 
     from conftest import live_server
@@ -261,10 +261,58 @@ def test_past_the_queue_limit_requests_get_503_with_retry_after(project: Setting
         answers = asyncio.run(burst())
         codes = [r.status_code for r in answers]
         assert set(codes) <= {200, 503}, codes
-        assert codes.count(200) >= 3 and codes.count(503) >= 1, codes
+        # at least the queue's two are taken (more when the burst spreads over the worker's first batches), the rest refused
+        assert codes.count(200) >= 2 and codes.count(503) >= 1, codes
         refused = next(r for r in answers if r.status_code == 503)
         assert int(refused.headers["retry-after"]) >= 1 and refused.json()["reason"] == "queue_full"
         assert 'zoo_overload_rejections_total{reason="queue_full",task="segment"}' in httpx.get(f"{url}/metrics").text
+        assert httpx.get(f"{url}/readyz").status_code == 200  # refusing is not falling over
+
+
+def test_clients_that_hang_up_after_sending_are_not_computed_for(server: str) -> None:
+    """24 superres uploads sent whole and their connections closed at once: the work of those still waiting is
+    stopped and counted in ``zoo_abandoned_requests_total``, no task of theirs is left in the workers, and the
+    server stays ready and answers the next caller."""
+    import socket
+    from urllib.parse import urlsplit
+
+    def abandoned() -> float:
+        text = httpx.get(f"{server}/metrics").text
+        return sum(float(v) for v in re.findall(r'^zoo_abandoned_requests_total\{task="superres"\} (\S+)$', text, re.M))
+
+    def loop_tasks() -> dict[str, float]:  # per worker, sampled every 5 s
+        text = httpx.get(f"{server}/metrics").text
+        return {pid: float(v) for pid, v in re.findall(r'^zoo_event_loop_tasks\{pid="(\d+)"\} (\S+)$', text, re.M)}
+
+    noise = np.random.default_rng(0).integers(0, 256, (192, 192, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    request = httpx.Request("POST", f"{server}/superres", files={"image": ("noise.png", buf.getvalue(), "image/png")})
+    body = request.read()
+    head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items() if k.lower() != "connection")
+    raw = f"POST /superres HTTP/1.1\r\n{head}Connection: close\r\n\r\n".encode() + body
+    where = urlsplit(server)
+    before = abandoned()
+    idle = max(loop_tasks().values(), default=2.0)
+    sockets = []
+    for _ in range(24):
+        sock = socket.create_connection((where.hostname, where.port), timeout=10)
+        sock.sendall(raw)
+        sockets.append(sock)
+    time.sleep(0.2)  # the bodies are read and queued
+    for sock in sockets:
+        sock.close()
+    deadline = time.monotonic() + 60
+    while abandoned() == before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert abandoned() > before
+    # no request's task is left behind (BentoML's request timeout waited for an answer that never came)
+    while time.monotonic() < deadline and max(loop_tasks().values(), default=0) > idle + 1:
+        time.sleep(1)
+    assert max(loop_tasks().values()) <= idle + 1, (idle, loop_tasks())
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    r = httpx.post(f"{server}/superres", files={"image": ("noise.png", buf.getvalue(), "image/png")}, timeout=120)
+    assert r.status_code == 200, r.text
 
 
 def test_the_session_server_runs_without_torch(server: str) -> None:
