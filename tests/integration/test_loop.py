@@ -37,7 +37,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory, mirror: Path, prefect_harness
     from pipelines.flows import retrain
 
     with project_env(make_project(tmp_path_factory.mktemp("loop"), mirror)) as settings:
-        ingest.ingest(settings)
+        ingest.ingest(settings, ["movie_lens_sample"])  # recommend's data only
         champion = retrain("recommend", "tiny", progress=False).version
         promotion.promote(settings, "recommend", champion, reason="test fixture")
         challenger = retrain("recommend", "tiny", progress=False, force=True).version
