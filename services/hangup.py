@@ -21,7 +21,7 @@ class Hangups:
     def __init__(self, receive: Any, send: Any) -> None:
         self._receive, self._send = receive, send
         self._body_read = asyncio.Event()
-        self.answered = False
+        self.answered = self._started = False
         self.hung_up = False
         """The client went away before its answer, and the work was cancelled."""
 
@@ -33,7 +33,9 @@ class Hangups:
 
     async def send(self, message: dict[str, Any]) -> None:
         await self._send(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        if message["type"] == "http.response.start":
+            self._started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.answered = True
 
     async def run(self, work: Awaitable[None]) -> None:
@@ -55,7 +57,8 @@ class Hangups:
         layers around this one (BentoML's access log and request timeout) see the request end."""
         if self.answered:
             return
-        await self._send({"type": "http.response.start", "status": CLIENT_CLOSED, "headers": [(b"content-length", b"0")]})
+        if not self._started:  # else the answer was under way: only its end is missing
+            await self._send({"type": "http.response.start", "status": CLIENT_CLOSED, "headers": [(b"content-length", b"0")]})
         await self._send({"type": "http.response.body", "body": b""})
 
     async def _watch(self, job: asyncio.Future[None]) -> None:
