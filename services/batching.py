@@ -83,20 +83,20 @@ class MicroBatcher:
         return await fut
 
     def _expire(self) -> None:
-        if self.max_wait_s is None:
-            return
+        """Drop requests whose callers are gone (hung up: cancelled) and fail those past the wait budget."""
         now, kept = time.monotonic(), []
         for item in self._queue:
             waited = now - item[2]
-            if waited > self.max_wait_s and not item[1].done():
+            if item[1].done():
+                continue
+            if self.max_wait_s is not None and waited > self.max_wait_s:
                 item[1].set_exception(Overloaded("wait_budget", f"waited {waited:.2f} s for the model (the budget is {self.max_wait_s:g} s)", self._retry_after()))
-            elif not item[1].done():
+            else:
                 kept.append(item)
         self._queue = kept
 
     async def _drain(self) -> None:
         while self._queue:
-            self._queue = [item for item in self._queue if not item[1].done()]  # callers gone (hung up): no work
             self._expire()
             if not self._queue:
                 break

@@ -222,17 +222,15 @@ class Traffic:
         if len(self._pending) >= SHADOW_IN_FLIGHT or not self._afford():  # nothing queued on a spent budget
             zoo_metrics().shadow_skipped.labels(*labels).inc()
             return
-        loop = asyncio.get_running_loop()
-        self._pending.append((loop.time() + SHADOW_PATIENCE_S, endpoint, request, answer, labels, challenger))
+        self._pending.append((time.monotonic() + SHADOW_PATIENCE_S, endpoint, request, answer, labels, challenger))
         if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain())
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         """One shadow call at a time, each when no caller is in flight; what waited past its patience is skipped."""
-        loop = asyncio.get_running_loop()
         while self._pending:
             deadline, endpoint, request, answer, labels, challenger = self._pending[0]
-            idle = await self.activity.until_idle(deadline - loop.time())
+            idle = await self.activity.until_idle(deadline - time.monotonic())
             self._pending.popleft()
             if not idle or not self._afford():
                 zoo_metrics().shadow_skipped.labels(*labels).inc()
