@@ -163,6 +163,10 @@ class ServingSettings:
     """``ZOO_GC_FREEZE``: freeze the start-up heap out of the garbage collector's reach."""
     access_log: bool = True
     """``ZOO_ACCESS_LOG``: BentoML's access log."""
+    tracing: bool = False
+    """``ZOO_TRACING``: BentoML's OpenTelemetry spans (off: every route excluded; BentoML samples none by default)."""
+    direct_routes: bool = True
+    """``ZOO_DIRECT_ROUTES``: JSON APIs answered by their methods below the middleware (:mod:`services.direct`)."""
     api_tokens: frozenset[str] = field(default=frozenset(), repr=False)
     """``ZOO_API_TOKENS`` and ``ZOO_API_TOKENS_FILE``: bearer tokens the task and inference routes ask for (none: open)."""
     metrics_tokens: frozenset[str] = field(default=frozenset(), repr=False)
@@ -191,6 +195,8 @@ class ServingSettings:
             wait_budget_ms=r.number("ZOO_WAIT_BUDGET_MS", 0.0, minimum=0.0) or None,
             gc_freeze=r.flag("ZOO_GC_FREEZE", True),
             access_log=r.flag("ZOO_ACCESS_LOG", True),
+            direct_routes=r.flag("ZOO_DIRECT_ROUTES", True),
+            tracing=r.flag("ZOO_TRACING", False),
             api_tokens=r.tokens("ZOO_API_TOKENS"),
             metrics_tokens=r.tokens("ZOO_METRICS_TOKENS"),
         )

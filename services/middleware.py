@@ -1,4 +1,7 @@
-"""The ASGI middleware of the task routes: bearer tokens, the body-size cap, the version header, rejection counts."""
+"""The ASGI middleware of the task routes: bearer tokens, the body-size cap, the version header, rejection counts.
+
+A JSON request to an API that takes no files goes to its direct route (:mod:`services.direct`) instead of BentoML's router.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from starlette.responses import JSONResponse
 from models.settings import ServingSettings
 from services.auth import Tokens, unauthorized
 from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
+from services.direct import direct_routes, is_json
 from services.errors import multipart_problem, rewritten
 from services.hangup import Hangups
 from services.metrics import watch_event_loop, zoo_metrics
@@ -28,8 +32,10 @@ class ZooMiddleware:
         tasks: list[str] | tuple[str, ...] = (),
         api_tokens: Tokens | None = None,
         metrics_tokens: Tokens | None = None,
+        direct: dict[str, Any] | None = None,
     ) -> None:
         self.app, self.routes, self.max_body_bytes, self.tasks = app, routes, max_body_bytes, set(tasks)
+        self.direct = direct or {}
         self.api_tokens, self.metrics_tokens = api_tokens or Tokens(()), metrics_tokens or Tokens(())
 
     def task_of(self, path: str) -> str | None:
@@ -154,9 +160,10 @@ class ZooMiddleware:
                 return await send({"type": "http.response.body", "body": reply.body})
             await send(message)
 
+        direct = self.direct.get(path) if scope.get("method") == "POST" and is_json(headers) else None
         ACTIVITY.enter()  # shadow work waits for no caller in flight
         try:
-            await link.run(self.app(scope, counted_receive, send_with_headers))
+            await link.run((direct or self.app)(scope, counted_receive, send_with_headers))
         except Exception:
             if not rejected:  # the app's own failure: not ours to hide
                 raise
@@ -174,5 +181,6 @@ def with_middleware(service: Any, routes: dict[str, str], settings: ServingSetti
         tasks=tasks,
         api_tokens=Tokens(settings.api_tokens),
         metrics_tokens=Tokens(settings.metrics_tokens),
+        direct=direct_routes(service) if settings.direct_routes else {},
     )
     return service

@@ -67,4 +67,5 @@ def service_options(name: str, compute_bound: bool = False) -> dict[str, Any]:
         "workers": serving_workers(config, compute_bound),
         "metrics": {"enabled": True},
         "logging": {"access": {"enabled": config.access_log}},
+        **({} if config.tracing else {"tracing": {"excluded_urls": [".*"]}}),
     }

@@ -36,3 +36,13 @@ def test_service_options_come_from_the_settings(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(options, "serving", lambda: ServingSettings(workers=3, access_log=False))
     opts = options.service_options("zoo")
     assert opts["workers"] == 3 and opts["name"] == "zoo" and opts["logging"]["access"]["enabled"] is False
+
+
+def test_bentomls_tracing_middleware_skips_every_route_unless_tracing_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.util.http import ExcludeList
+
+    monkeypatch.setattr(options, "serving", lambda: ServingSettings())
+    excluded = ExcludeList(options.service_options("zoo")["tracing"]["excluded_urls"])
+    assert all(excluded.url_disabled(f"http://127.0.0.1:3000{path}") for path in ("/rate", "/classify", "/v2/models/sales/infer", "/metrics"))
+    monkeypatch.setattr(options, "serving", lambda: ServingSettings(tracing=True))
+    assert "tracing" not in options.service_options("zoo")

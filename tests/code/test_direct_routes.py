@@ -1,0 +1,110 @@
+"""A JSON API answered on its direct route says exactly what BentoML's router says for the same request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import pytest
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+from starlette.testclient import TestClient
+
+from services.auth import Tokens
+from services.direct import direct_routes, takes_json
+from services.inference_protocol import INSTANCES
+from services.middleware import ZooMiddleware
+
+
+class Doubled(BaseModel):
+    ids: list[int]
+    scale: float
+
+
+class Echo:
+    """A JSON API shaped like the task APIs: typed fields, a context, an error answer, a header."""
+
+    def __init__(self) -> None:
+        INSTANCES.append(self)  # as ZooService does: the direct routes call this worker's instance
+        self.factor = 2
+
+    @bentoml.api(route="/double")
+    async def double(
+        self,
+        ids: Annotated[list[Annotated[int, Field(strict=True, ge=0)]], Field(min_length=1)],
+        ctx: bentoml.Context,
+        scale: Annotated[float, Field(gt=0)] = 1.0,
+    ) -> Doubled:
+        if 13 in ids:
+            ctx.response.status_code = 422
+            return JSONResponse({"error": "13 is unlucky", "reason": "unlucky"}, status_code=422, headers={"X-Zoo-Rejection": "unlucky"})  # type: ignore[return-value]
+        if 666 in ids:
+            raise RuntimeError("a bug in the API")
+        ctx.response.headers["X-Echo"] = ctx.request.headers.get("x-caller", "nobody")
+        return Doubled(ids=[i * self.factor for i in ids], scale=scale)
+
+    @bentoml.api(route="/upload")
+    async def upload(self, image: Path) -> str:
+        return "files are not direct"
+
+
+def _client(direct: bool) -> TestClient:
+    service = bentoml.service(name=f"echo-{'direct' if direct else 'router'}", metrics={"enabled": False})(Echo)  # one process: one set of BentoML metrics
+    service.add_asgi_middleware(
+        ZooMiddleware, routes={"/double": "echo"}, max_body_bytes=10_000, tasks=["echo"], api_tokens=Tokens(()), metrics_tokens=Tokens(()),
+        direct=direct_routes(service) if direct else {},
+    )
+    return TestClient(service.to_asgi(), raise_server_exceptions=False)
+
+
+REQUESTS = [
+    (b'{"ids": [1, 2, 3]}', "application/json"),
+    (b'{"ids": [1], "scale": 0.5}', "application/json; charset=utf-8"),
+    (b'{"ids": [4]}', None),
+    (b'{"ids": []}', "application/json"),
+    (b'{"ids": [-1, "x"]}', "application/json"),
+    (b'{"ids": [1], "scale": 0}', "application/json"),
+    (b"not json", "application/json"),
+    (b"", "application/json"),
+    (b"[1, 2]", "application/json"),
+    (b'{"ids": [13]}', "application/json"),
+    (b'{"ids": [666]}', "application/json"),
+]
+
+
+@pytest.fixture(scope="module")
+def clients() -> Any:
+    with _client(direct=True) as direct, _client(direct=False) as router:
+        yield direct, router
+
+
+def test_only_json_apis_are_direct() -> None:
+    service = bentoml.service(name="echo-routes")(Echo)
+    assert set(direct_routes(service)) == {"/double"}
+    assert not takes_json(service.apis["upload"])
+
+
+@pytest.mark.parametrize(("body", "ctype"), REQUESTS)
+def test_the_direct_route_answers_like_bentomls_router(clients: Any, body: bytes, ctype: str | None) -> None:
+    direct, router = clients
+    headers = {"X-Caller": "test", **({"Content-Type": ctype} if ctype else {})}
+    a, b = direct.post("/double", content=body, headers=headers), router.post("/double", content=body, headers=headers)
+    assert a.status_code == b.status_code
+    assert a.json() == b.json()
+    for name in ("content-type", "x-echo", "x-zoo-rejection"):
+        assert a.headers.get(name) == b.headers.get(name), name
+    if a.status_code == 200:
+        assert a.headers["x-echo"] == "test"
+        assert a.json()["ids"] == [2 * i for i in __import__("json").loads(body)["ids"]]
+    else:
+        assert a.status_code in (400, 422, 500)
+        assert "error" in a.json()
+
+
+def test_other_methods_and_bodies_still_go_through_bentoml(clients: Any) -> None:
+    direct, router = clients
+    assert direct.get("/double").status_code == router.get("/double").status_code == 405
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    a, b = direct.post("/double", content=b"ids=1", headers=form), router.post("/double", content=b"ids=1", headers=form)
+    assert (a.status_code, a.json()) == (b.status_code, b.json())
