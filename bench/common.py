@@ -14,7 +14,7 @@ Knobs (environment variables; defaults in brackets):
 ``BENCH_HTTP_SECONDS``      seconds per wrk run [5]
 ``BENCH_CONCURRENCY``       HTTP concurrencies [1,8,32]
 ``BENCH_SERVERS``           HTTP servers [bentoml,mlflow,fastapi]
-``BENCH_RESULT_SUFFIX``     model level only: write ``model_level<suffix>.{json,md}`` (a side run, e.g. ``-passive``) [none]
+``BENCH_RESULT_SUFFIX``     model and HTTP level: write ``model_level<suffix>``, ``http_level<suffix>.{json,md}`` (a side run, e.g. ``-passive``) [none]
 ``BENCH_BENTO_ENV``         extra variables for the BentoML service only, e.g. ``ZOO_WORKERS=1`` [none]
 ``BENCH_PEER_WORKERS``      worker processes of ``mlflow models serve`` and the FastAPI app [as many as the Bento]
 """
