@@ -3,10 +3,10 @@
 For a ``POST`` with a JSON body (``Content-Type: application/json`` or none) to an API that takes no files,
 :class:`services.middleware.ZooMiddleware` hands the request to :class:`DirectRoute` instead of BentoML's router:
 the API's own pydantic input model (``@bentoml.api``'s ``input_spec``) validates the body once, the API method
-runs with a small context (request headers in; response headers and status out), and pydantic-core encodes the
+runs with a small context (the request in; response headers and status out), and pydantic-core encodes the
 answer. It is the work BentoML's ``api_endpoint`` does for JSON, in the same order, with the same error bodies
 (a 400 ``{"error", "detail": [...]}`` that the middleware rewrites, a 500 that says to check the log), without
-Starlette's ``Request``/``Response`` objects, the router, the request-context middleware or the iterable response.
+the router, the request-context middleware, the serde's body parsing or the iterable response.
 Everything outside (the project's middleware, BentoML's metrics, tracing, access log and timeout) still runs.
 ``ZOO_DIRECT_ROUTES=0`` sends every request through BentoML's router instead.
 """
@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import Response
 
 log = logging.getLogger("course_zoo.services")
@@ -37,13 +37,12 @@ class Reply:
 
 
 class DirectContext:
-    """The ``ctx`` an API method gets on a direct route: ``ctx.request.headers`` and ``ctx.response``."""
+    """The ``ctx`` an API method gets on a direct route: ``ctx.request`` (Starlette's, its body already read) and ``ctx.response``."""
 
-    __slots__ = ("request", "response", "headers")
+    __slots__ = ("request", "response")
 
     def __init__(self, scope: dict[str, Any]) -> None:
-        self.headers = Headers(scope=scope)
-        self.request = self  # ctx.request.headers, as on bentoml.Context
+        self.request = Request(scope)
         self.response = Reply()
 
 
@@ -111,9 +110,9 @@ class DirectRoute:
         except Exception:
             log.exception("%s %s failed", scope.get("method"), scope.get("path"))
             return await _send(send, 500, b'{"error": "An unexpected error has occurred, please check the server log."}', {})
-        if isinstance(output, Response):
-            for key, value in ctx.response.headers.items():
-                output.headers.setdefault(key, value)
+        if isinstance(output, Response):  # as BentoML does: the context's status and headers win
+            output.status_code = ctx.response.status_code
+            output.headers.update(ctx.response.headers)
             return await output(scope, receive, send)
         if isinstance(output, BaseModel):
             return await _send(send, ctx.response.status_code, output.model_dump_json().encode(), ctx.response.headers)

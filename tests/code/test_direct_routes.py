@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -96,7 +98,7 @@ def test_the_direct_route_answers_like_bentomls_router(clients: Any, body: bytes
         assert a.headers.get(name) == b.headers.get(name), name
     if a.status_code == 200:
         assert a.headers["x-echo"] == "test"
-        assert a.json()["ids"] == [2 * i for i in __import__("json").loads(body)["ids"]]
+        assert a.json()["ids"] == [2 * i for i in json.loads(body)["ids"]]
     else:
         assert a.status_code in (400, 422, 500)
         assert "error" in a.json()
@@ -108,3 +110,25 @@ def test_other_methods_and_bodies_still_go_through_bentoml(clients: Any) -> None
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     a, b = direct.post("/double", content=b"ids=1", headers=form), router.post("/double", content=b"ids=1", headers=form)
     assert (a.status_code, a.json()) == (b.status_code, b.json())
+
+
+def test_a_body_in_chunks_is_read_whole_and_a_client_gone_before_its_end_gets_nothing() -> None:
+    route = direct_routes(bentoml.service(name="echo-chunks", metrics={"enabled": False})(Echo))["/double"]
+    Echo()  # this worker's instance
+    scope = {"type": "http", "method": "POST", "path": "/double", "headers": [(b"content-type", b"application/json")]}
+
+    def answer(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        pending, sent = iter(messages), []
+
+        async def receive() -> dict[str, Any]:
+            return next(pending)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(route(scope, receive, send))
+        return sent
+
+    whole = answer([{"type": "http.request", "body": b'{"ids": [1', "more_body": True}, {"type": "http.request", "body": b", 5]}"}])
+    assert whole[0]["status"] == 200 and json.loads(whole[1]["body"]) == {"ids": [2, 10], "scale": 1.0}
+    assert answer([{"type": "http.request", "body": b'{"ids": [1', "more_body": True}, {"type": "http.disconnect"}]) == []
