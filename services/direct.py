@@ -13,6 +13,7 @@ Everything outside (the project's middleware, BentoML's metrics, tracing, access
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from typing import Any
@@ -47,9 +48,10 @@ class DirectContext:
 
 
 def takes_json(method: Any) -> bool:
-    """Whether a ``@bentoml.api`` method takes a JSON body only (no files) and answers once (no stream, no batching)."""
+    """Whether a ``@bentoml.api`` method is a coroutine that takes a JSON body only (no files) and answers once (no stream, no batching)."""
     spec = method.input_spec
-    return not getattr(spec, "multipart_fields", None) and not getattr(spec, "__root_input__", False) and not method.is_stream and not method.batchable
+    plain = not getattr(spec, "multipart_fields", None) and not getattr(spec, "__root_input__", False)
+    return plain and inspect.iscoroutinefunction(method.func) and not method.is_stream and not method.batchable
 
 
 def direct_routes(service: Any) -> dict[str, "DirectRoute"]:

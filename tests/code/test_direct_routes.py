@@ -50,6 +50,10 @@ class Echo:
     async def upload(self, image: Path) -> str:
         return "files are not direct"
 
+    @bentoml.api(route="/count")
+    def count(self, ids: list[int]) -> int:
+        return len(ids)  # a plain function: BentoML runs it in a thread
+
 
 def _client(direct: bool) -> TestClient:
     service = bentoml.service(name=f"echo-{'direct' if direct else 'router'}", metrics={"enabled": False})(Echo)  # one process: one set of BentoML metrics
@@ -84,7 +88,7 @@ def clients() -> Any:
 def test_only_json_apis_are_direct() -> None:
     service = bentoml.service(name="echo-routes")(Echo)
     assert set(direct_routes(service)) == {"/double"}
-    assert not takes_json(service.apis["upload"])
+    assert not takes_json(service.apis["upload"]) and not takes_json(service.apis["count"])
 
 
 @pytest.mark.parametrize(("body", "ctype"), REQUESTS)
