@@ -22,6 +22,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.inference_protocol import INSTANCES
+
 log = logging.getLogger("course_zoo.services")
 JSON_TYPES = ("", "application/json")
 
@@ -91,8 +93,6 @@ class DirectRoute:
         self.fields = tuple(method.input_spec.model_fields)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        from services.inference_protocol import INSTANCES
-
         body = await _body(receive)
         if body is None:
             return
