@@ -34,10 +34,18 @@ else
   exit 0
 fi
 
+# `make demo` and `make test` started side by side both get here: one installs while the other waits for it
+# (flock on our own lock file), then finds the commands on PATH. apt-get itself waits up to 10 minutes for a
+# dpkg or package-list lock another program holds, instead of failing at once.
+if [ -z "${ZOO_SYSTEM_PACKAGES_LOCKED-}" ] && command -v flock >/dev/null 2>&1; then
+  lock="${TMPDIR:-/tmp}/course-zoo-system-packages.lock"
+  exec env ZOO_SYSTEM_PACKAGES_LOCKED=1 flock --timeout 900 "$lock" bash "$0" "$@"
+fi
+apt_wait=(-o DPkg::Lock::Timeout=600)
 echo "system packages: installing the $what with apt-get"
 export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_wait[@]}" update -qq >/dev/null
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 for cmd in "${missing_cmds[@]}"; do
   if ! command -v "$cmd" >/dev/null 2>&1; then
     echo "system packages: apt-get installed ${packages[*]} but $cmd is still not on PATH" >&2
