@@ -139,7 +139,7 @@ def mlflow_server(project: Settings, tmp_path: Path) -> Iterator[tuple[str, subp
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240  # as live_server waits: a loaded 2-CPU machine starts it slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
