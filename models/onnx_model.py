@@ -161,6 +161,8 @@ def parse_spec(data: bytes) -> dict[str, Any]:
     sizes = spec.get("reference_sizes", {})
     if not isinstance(sizes, dict) or not all(isinstance(k, str) and type(v) is int and v > 0 for k, v in sizes.items()):
         raise refuse("reference_sizes must map axis names to positive sizes")
+    if type(spec.get("rows_alone", False)) is not bool:
+        raise refuse("rows_alone must be true or false")
     return spec
 
 
@@ -223,10 +225,19 @@ class OnnxModel:
     def output_names(self) -> list[str]:
         return [o.name for o in self.session.get_outputs()]
 
+    @property
+    def rows_alone(self) -> bool:
+        """Whether each row runs in a call of its own (the spec's ``rows_alone``: a dynamic INT8 model, which
+        scales a call's activations together, so that a row's answer would depend on the rows beside it)."""
+        return bool(self.spec.get("rows_alone", False))
+
     def run(self, *inputs: np.ndarray) -> np.ndarray:
         """Run the first output for inputs given in the spec's order."""
-        return self.session.run(self.output_names[:1], dict(zip(self.input_names, inputs)))[0]
+        return self.run_outputs(self.output_names[:1], *inputs)[0]
 
     def run_outputs(self, names: list[str], *inputs: np.ndarray) -> list[np.ndarray]:
-        """Run the named outputs for inputs given in the spec's order."""
-        return self.session.run(names, dict(zip(self.input_names, inputs)))
+        """Run the named outputs for inputs given in the spec's order (row by row when :attr:`rows_alone`)."""
+        if not self.rows_alone or len(inputs[0]) <= 1:
+            return self.session.run(names, dict(zip(self.input_names, inputs)))
+        rows = [self.session.run(names, {n: a[i : i + 1] for n, a in zip(self.input_names, inputs)}) for i in range(len(inputs[0]))]
+        return [np.concatenate(parts) for parts in zip(*rows)]

@@ -103,6 +103,10 @@ class Serving(ABC):
     """Model calls waiting at most (per worker) before new requests get 503."""
     wait_budget_s: ClassVar[float] = 5.0
     """How long a model call may wait for its batch before its request gets 503."""
+    rows_alone: bool = False
+    """Set per model version (its spec's ``rows_alone``: dynamic INT8): the model runs each row in a call of its
+    own, so a request's rows need not share a shape, and a row's answer may depend on nothing but that row
+    (for text: not on the lengths of the texts sent with it)."""
 
     def __init__(self, spec: Spec, limits: Limits) -> None:
         self.spec, self.limits = spec, limits

@@ -203,7 +203,7 @@ def export(ctx: RunContext, data: Dataset, result: FitResult, out_dir: Path) -> 
         if q.accepted:
             tags[Tag.QUANTIZED] = f"dynamic INT8 ({', '.join(t.quantize_ops)}): {q.why}"
             figures[f"torch_{m}"] = result.metric
-            exported = ExportResult(q.path, checked.max_abs_diff, checked.checked, served_metric=q.int8_metric)
+            exported = ExportResult(q.path, checked.max_abs_diff, checked.checked, served_metric=q.int8_metric, rows_alone=True)
             log.info("%s: registering the dynamic INT8 model: %s", t.name, q.why)
         else:
             tags[Tag.QUANTIZED] = f"no: {q.why}; the float model is registered"
@@ -225,7 +225,7 @@ def register(ctx: RunContext, data: Dataset, exported: ExportResult) -> str:
         log.warning("%s: no drift profile for this version: %s: %s", ctx.task.name, type(exc).__name__, exc)
         drift = None
     tags = {**ctx.tags, Tag.RUN_ID: ctx.run.run_id}
-    return writing.register(ctx.settings, ctx.task, ctx.run.run_id, exported.path, data.spec, data.valid_x, tags, drift)
+    return writing.register(ctx.settings, ctx.task, ctx.run.run_id, exported.path, data.spec, data.valid_x, tags, drift, rows_alone=exported.rows_alone)
 
 
 def _summary(ctx: RunContext, version: str, metrics: dict[str, float], exported: ExportResult, data_version: ingest.DataVersion) -> str:

@@ -27,6 +27,7 @@ class TaskRunner:
     def __init__(self, task: str, model: OnnxModel, hooks: type[Serving], config: ServingSettings) -> None:
         self.task, self.model = task, model
         self.serving = hooks(model.spec["preprocess"], Limits.of(config))
+        self.serving.rows_alone = model.rows_alone
         self.endpoints = self.serving.endpoints()
         metrics = zoo_metrics()
         self._observe_batch = metrics.batch_size.labels(task).observe

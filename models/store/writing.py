@@ -30,11 +30,20 @@ def signature(task: Task, spec: Spec) -> Any:
 
 
 def register(
-    settings: Settings, task: Task, run_id: str, onnx_path: Path, spec: Spec, example: tuple[np.ndarray, ...], tags: dict[str, str], drift: Spec | None = None
+    settings: Settings,
+    task: Task,
+    run_id: str,
+    onnx_path: Path,
+    spec: Spec,
+    example: tuple[np.ndarray, ...],
+    tags: dict[str, str],
+    drift: Spec | None = None,
+    rows_alone: bool = False,
 ) -> str:
     """Log the ONNX model with its spec in run ``run_id``, verify the stored bytes, register it and point ``challenger`` at it.
 
     ``drift``, the training inputs' reference profile (:mod:`models.drift`), goes into the spec beside the rest.
+    ``rows_alone`` (a dynamic INT8 model) tells the services to run each row in a call of its own.
 
     Moving the alias is the commit: a version whose alias could not be set is deleted again.
 
@@ -50,7 +59,8 @@ def register(
     model_bytes = proto.SerializeToString()
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / SPEC_FILE
-        spec_path.write_text(json.dumps({**task.describe(spec), **({"drift": drift} if drift else {})}, indent=1, sort_keys=True))
+        described = {**task.describe(spec), **({"drift": drift} if drift else {}), **({"rows_alone": True} if rows_alone else {})}
+        spec_path.write_text(json.dumps(described, indent=1, sort_keys=True))
         sample = {t.name: a[:2] for t, a in zip(task.inputs(spec), example)}
         with mlflow.start_run(run_id=run_id):
             info = mlflow.onnx.log_model(

@@ -89,6 +89,7 @@ class _Model:
     def __init__(self, seconds: float) -> None:
         self.spec = {"preprocess": {}}
         self.version = "1"
+        self.rows_alone = False
         self.seconds, self.threads = seconds, []
 
     def seconds_per_call(self) -> float:

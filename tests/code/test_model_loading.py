@@ -74,12 +74,36 @@ def test_external_data_is_refused_wherever_it_points(tmp_path: Path, location: s
         ({**SPEC, "outputs": [{"name": "y", "dtype": "float32", "shape": "batch"}]}, r"outputs\[0\].shape"),
         ({**SPEC, "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 4.5]}]}, r"outputs\[0\].shape"),
         ({**SPEC, "reference_sizes": {"height": "96"}}, "reference_sizes"),
+        ({**SPEC, "rows_alone": "yes"}, "rows_alone"),
         ({**SPEC, "inputs": [{"name": "image", "dtype": "float32", "shape": ["batch", 4]}]}, "declares inputs and outputs"),
     ],
 )
 def test_a_malformed_spec_is_refused_before_use(tmp_path: Path, spec: object, field: str) -> None:
     with pytest.raises(UnsafeModel, match=field):
         OnnxModel.load(tmp_path, _version(tmp_path, _model(), spec))
+
+
+def _scaled_by_the_call() -> bytes:
+    """y = x / max|x| over the whole call: like dynamic INT8, a row's answer depends on the rows beside it."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("ReduceMax", ["a"], ["m"], keepdims=1), helper.make_node("Div", ["x", "m"], ["y"])]
+    return helper.make_model(helper.make_graph(nodes, "scaled", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_a_spec_that_says_rows_alone_runs_each_row_in_its_own_call(tmp_path: Path, alone: bool) -> None:
+    model = OnnxModel.load(tmp_path, _version(tmp_path, _scaled_by_the_call(), {**SPEC, "rows_alone": alone}))
+    row, big = np.array([[1.0, -2.0, 0.5, 4.0]], np.float32), np.array([[8.0, 0.0, 0.0, 0.0]], np.float32)
+    by_itself = model.run(row)
+    together = model.run(np.concatenate([row, big, row]))
+    assert model.rows_alone is alone and together.shape == (3, 4)
+    assert np.array_equal(together[0], by_itself[0]) is alone and np.array_equal(together[2], by_itself[0]) is alone
+    assert np.array_equal(together[1], model.run(big)[0])  # the row that sets the scale either way
+    (named,) = model.run_outputs(["y"], np.concatenate([row, big]))
+    assert np.array_equal(named[0], by_itself[0]) is alone
 
 
 def test_checksums_still_come_first(tmp_path: Path) -> None:

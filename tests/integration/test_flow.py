@@ -41,8 +41,10 @@ def test_int8_is_opt_in_and_the_float_sentiment_model_is_registered_by_default(p
     run = c.get_run(mv.run_id)
     assert run.data.tags["onnx_quantized"] == "no: dynamic INT8 is opt-in (ZOO_QUANTIZE=1)"
     assert "onnx_int8_accuracy" not in run.data.metrics
-    ops = {n.op_type for n in onnx.load(str(reading.download(project, c, mv) / "model.onnx")).graph.node}
+    folder = reading.download(project, c, mv)
+    ops = {n.op_type for n in onnx.load(str(folder / "model.onnx")).graph.node}
     assert "LSTM" in ops and "DynamicQuantizeLSTM" not in ops
+    assert "rows_alone" not in json.loads((folder / "spec.json").read_text())  # the float model batches its reviews
 
 
 def test_task_figures_are_logged(project: Settings) -> None:

@@ -184,3 +184,67 @@ def test_dynamic_int8_quantization_reports_both_metrics_and_follows_the_allowed_
     )
     monkeypatch.setattr(type(task), "quantize_max_change", -1.0)  # no change is small enough: the float model stays
     assert not quantize_task(task, path, data).accepted
+
+
+def test_an_int8_sentiment_model_runs_each_review_alone_so_its_answer_is_the_same_whatever_is_sent_with_it(
+    datasets: dict[str, Dataset], tmp_path: Path
+) -> None:
+    from models.export import quantize_int8
+    from models.onnx_model import OnnxModel, make_session
+    from models.registry import get_serving
+    from models.serving import Limits
+
+    task, data = get_task("sentiment"), datasets["sentiment"]
+    torch.manual_seed(0)
+    recipe = recipe_of("sentiment")
+    path = export_onnx(task, recipe.export_module(recipe.build(data.spec).eval()), data.spec, data.train_x, tmp_path / "m.onnx")
+    int8 = quantize_int8(task, path, tmp_path / "m.int8.onnx")
+    model = OnnxModel(make_session(int8.read_bytes()), {**task.describe(data.spec), "rows_alone": True})
+    hooks = get_serving("sentiment")(data.spec, Limits())
+    hooks.rows_alone = model.rows_alone
+    endpoint = hooks.endpoints()["sentiment"]
+    words = [w for w in data.spec["vocab"] if w.isalpha()][:60]
+    review, other, long = " ".join(words[:12]), " ".join(words[12:20]), " ".join(words * 5)
+
+    def probabilities(texts: list[str], batch_mate: list[str] | None = None) -> list[float]:
+        prepared = endpoint.prepare(texts=texts)
+        assert len(prepared.inputs) == len(texts) and prepared.count == len(texts)  # one model input per text
+        outputs = []
+        for tokens, lengths in prepared.inputs:
+            if batch_mate is not None:  # the micro-batcher joins requests of one shape into one call
+                mate_tokens, mate_lengths = endpoint.prepare(texts=batch_mate).inputs[0]
+                assert mate_tokens.shape == tokens.shape
+                outputs.append(model.run(np.concatenate([tokens, mate_tokens]), np.concatenate([lengths, mate_lengths]))[:1])
+            else:
+                outputs.append(model.run(tokens, lengths))
+        return [p.probability for p in endpoint.answer(prepared, outputs, "1").predictions]
+
+    (alone,) = probabilities([review])
+    assert probabilities([review, long])[0] == alone  # not padded to the long text's length
+    assert probabilities([long, review, other])[1] == alone
+    assert probabilities([review], batch_mate=[other])[0] == alone  # nor scaled with another request's review
+    float_model = OnnxModel(make_session(path.read_bytes()), task.describe(data.spec))
+    float_hooks = get_serving("sentiment")(data.spec, Limits())
+    prepared = float_hooks.endpoints()["sentiment"].prepare(texts=[review])
+    float_p = float_hooks.endpoints()["sentiment"].answer(prepared, [float_model.run(*prepared.inputs[0])], "1").predictions[0].probability
+    assert abs(float_p - alone) < 0.1  # the INT8 model is still the same model
+
+
+@pytest.mark.slow
+def test_a_registered_int8_model_says_rows_alone_in_its_spec_and_loads_so(datasets: dict[str, Dataset], tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from models.export import quantize_int8
+    from models.settings import Settings
+    from models.store import reading, writing
+
+    task, data = get_task("sentiment"), datasets["sentiment"]
+    recipe = recipe_of("sentiment")
+    path = export_onnx(task, recipe.export_module(recipe.build(data.spec).eval()), data.spec, data.train_x, tmp_path / "m.onnx")
+    int8 = quantize_int8(task, path, tmp_path / "m.int8.onnx")
+    settings = Settings.from_env({"ZOO_HOME": str(tmp_path / "home")})
+    c = MlflowClient(settings.tracking_uri, settings.registry_uri)
+    run = c.create_run(c.create_experiment("int8"))
+    version = writing.register(settings, task, run.info.run_id, int8, data.spec, data.valid_x, {}, rows_alone=True)
+    model = reading.load_version(settings, "sentiment", version)
+    assert model.rows_alone and json.loads((reading.download(settings, c, c.get_model_version("sentiment", version)) / "spec.json").read_text())["rows_alone"] is True

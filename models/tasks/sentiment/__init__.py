@@ -130,8 +130,8 @@ class Sentiment(Task):
     higher_is_better = True
     config_class = SentimentConfig
     promotion = PromotionPolicy(tolerance=0.01, latency_budget_ms=150.0)
-    # Dynamic INT8 is opt-in (ZOO_QUANTIZE=1): it quantizes activations per batch, so a text's
-    # probability would depend on the texts batched with it (docs/tasks.md, sentiment).
+    # Dynamic INT8 is opt-in (ZOO_QUANTIZE=1): it quantizes activations per call, so the services run
+    # an INT8 model one review per call ("rows_alone"), trading batching for latency (docs/tasks.md, sentiment).
     quantize_ops = ("LSTM", "MatMul", "Gemm")
     quantize_max_change = 0.01
     parity_atol = 2e-4

@@ -4,7 +4,8 @@ Each text is tokenised with the same code as training (:mod:`models.text`), cut
 to the model's ``max_tokens`` (flagged ``truncated``), and the request's texts
 are padded on the right to a common length rounded up to a multiple of the
 spec's ``bucket``: requests of similar lengths then have the same shape, and
-the micro-batcher runs them together in one model call.
+the micro-batcher runs them together in one model call. A model that runs its
+rows alone (dynamic INT8) gets each text padded to its own bucket instead.
 """
 
 from __future__ import annotations
@@ -64,9 +65,12 @@ class SentimentServing(Serving):
                 raise InvalidInput("empty_text", f"texts[{i}] is empty or only white space")
         encoded = [encode(text, self.numericalizer, self.max_tokens) for text in texts]
         ids = [e[0] for e in encoded]
+        cut = [e[1] for e in encoded]
+        if self.rows_alone:  # each text on its own, padded to its own bucket: its answer depends on it alone
+            groups = [pad_right([x], bucket_length(len(x), self.bucket, self.max_tokens)) for x in ids]
+            return Prepared(groups, context=cut, items=len(ids))
         length = bucket_length(max(len(x) for x in ids), self.bucket, self.max_tokens)
-        tokens, lengths = pad_right(ids, length)
-        return Prepared([(tokens, lengths)], context=[e[1] for e in encoded])
+        return Prepared([pad_right(ids, length)], context=cut)
 
     def check_tensors(self, inputs: dict[str, np.ndarray]) -> None:
         check_index_range("tokens", inputs["tokens"], len(self.numericalizer))
@@ -75,9 +79,9 @@ class SentimentServing(Serving):
         return {"sentiment": {"texts": ["One of the best films I have seen. Loved it!", "Dull, long and badly acted."]}}
 
     def answer(self, prepared: Prepared, outputs: list[np.ndarray], version: str) -> SentimentResult:
-        probs = softmax(np.asarray(outputs[0], dtype=np.float64))
+        probs = softmax(np.concatenate(outputs).astype(np.float64))
         best = probs.argmax(axis=1)
-        lengths = prepared.inputs[0][1]
+        lengths = np.concatenate([group[1] for group in prepared.inputs])
         return SentimentResult(
             model_version=version,
             max_tokens=self.max_tokens,
