@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -123,9 +124,33 @@ def _read(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes
         payload = json.loads(head)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"the request is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("the request's JSON is nested too deeply") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise ProtocolError("the request needs an 'inputs' list")
+    if "id" in payload and not isinstance(payload["id"], str):
+        raise ProtocolError("the request's 'id' must be a string")
+    _parameters(payload, "the request")
+    outputs = payload.get("outputs")
+    if outputs is not None and not (isinstance(outputs, list) and all(isinstance(o, dict) for o in outputs)):
+        raise ProtocolError("'outputs' must be a list of objects, each with a name")
+    for i, o in enumerate(outputs or []):
+        _parameters(o, f"outputs[{i}]")
+    for i, item in enumerate(payload["inputs"]):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ProtocolError(f"inputs[{i}] must be an object with a name (a string), shape, datatype and data")
+        _parameters(item, f"input {item['name']!r}")
     return payload, rest
+
+
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """``obj``'s ``parameters``: an object, or none."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f"{where}: 'parameters' must be an object")
+    return params
 
 
 def _array(item: Any, declared: dict[str, Any], binary: bytes, offset: int, max_rows: int) -> tuple[np.ndarray, int]:
@@ -147,9 +172,9 @@ def _array(item: Any, declared: dict[str, Any], binary: bytes, offset: int, max_
     count = math.prod(shape)
     if count > 50_000_000:
         raise ProtocolError(f"input {name!r} has {count} values; the limit is 50,000,000", status=413)
-    size = (item.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(item, f"input {name!r}").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(binary):
+        if type(size) is not int or size != count * dtype.itemsize or offset + size > len(binary):
             raise ProtocolError(f"input {name!r}: binary_data_size {size!r} does not match {shape} {datatype} in the body")
         array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
         if dtype.kind == "f" and not np.isfinite(array).all():
@@ -183,10 +208,14 @@ async def infer(request: Request) -> Response:
         _versioned(request, runner)
         payload, binary = _read(await request.body(), request.headers.get(HEADER_LENGTH))
         spec = runner.model.spec
-        given = {i.get("name"): i for i in payload["inputs"] if isinstance(i, dict)}
+        given = {i["name"]: i for i in payload["inputs"]}
         names = [t["name"] for t in spec["inputs"]]
         if set(given) != set(names) or len(payload["inputs"]) != len(names):
-            raise ProtocolError(f"the model takes inputs {names}; got {sorted(map(str, given))}")
+            raise ProtocolError(f"the model takes inputs {names}; got {sorted(given)}")
+        out_spec = spec["outputs"][0]
+        for o in payload.get("outputs") or []:
+            if o.get("name") not in (None, out_spec["name"]):
+                raise ProtocolError(f"the model has no output {o.get('name')!r}; outputs: [{out_spec['name']!r}]")
         arrays, offset = [], 0
         max_rows = _service().config.max_infer_rows
         for declared in spec["inputs"]:
@@ -208,15 +237,8 @@ async def infer(request: Request) -> Response:
         zoo_metrics().rejections.labels(task, exc.reason).inc()
         return _error(str(exc), exc.status, {"X-Model-Version": version or "none"})
     zoo_metrics().predictions.labels(task, runner.version).inc(len(output))
-    out_spec = spec["outputs"][0]
-    wanted = payload.get("outputs")
-    binary_out = bool((payload.get("parameters") or {}).get("binary_data_output"))
-    if isinstance(wanted, list):
-        for o in wanted:
-            if isinstance(o, dict) and o.get("name") not in (None, out_spec["name"]):
-                return _error(f"the model has no output {o.get('name')!r}; outputs: [{out_spec['name']!r}]", 400)
-            if isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data"):
-                binary_out = True
+    binary_out = bool(_parameters(payload, "the request").get("binary_data_output"))
+    binary_out = binary_out or any(_parameters(o, "an output").get("binary_data") for o in payload.get("outputs") or [])
     output = np.ascontiguousarray(output.astype(np.dtype(out_spec["dtype"]), copy=False))
     tensor: dict[str, Any] = {"name": out_spec["name"], "datatype": DATATYPES[out_spec["dtype"]], "shape": list(output.shape)}
     body: dict[str, Any] = {"model_name": task, "model_version": runner.version, "outputs": [tensor]}
@@ -233,9 +255,17 @@ async def infer(request: Request) -> Response:
     return Response(head + raw, media_type="application/octet-stream", headers=headers)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """No such route (404) or method (405, with ``Allow``): the protocol's JSON error, not Starlette's plain text."""
+    if not isinstance(exc, HTTPException):
+        raise exc
+    return _error(exc.detail, exc.status_code, dict(exc.headers or {}))
+
+
 def protocol_app() -> Starlette:
     """The ``/v2`` routes as one ASGI app, mounted on every course-zoo service."""
     return Starlette(
+        exception_handlers={HTTPException: _http_error},
         routes=[
             Route("/", server_metadata, methods=["GET"]),
             Route("/health/live", live, methods=["GET"]),

@@ -67,7 +67,7 @@ class ZooMiddleware:
                 return
             body = b"".join(parts)
             if start.get("status") == 200:
-                body = amend(body, set(self.routes), bool(self.api_tokens), describe(self.routes, sorted(self.tasks)))
+                body = amend(body, set(self.routes), bool(self.api_tokens), describe(self.routes, sorted(self.tasks)), sorted(self.tasks))
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
             await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})

@@ -4,7 +4,7 @@ BentoML declares 200, 400, 404 and 500 for each API. The task routes also
 answer 413 (over a size cap), 503 with ``Retry-After`` (no model loaded, or its
 queue is full) and, with ``ZOO_API_TOKENS``, 401; those are declared here, with
 the platform's error body, so that clients and fuzzers generated from the
-document know them.
+document know them; so are the Open Inference Protocol's ``/v2`` routes.
 """
 
 from __future__ import annotations
@@ -31,12 +31,20 @@ def _response(description: str, headers: dict[str, Any] | None = None) -> dict[s
     return out
 
 
-def amend(document: bytes, routes: set[str], tokens: bool, info: dict[str, Any] | None = None) -> bytes:
-    """BentoML's ``/docs.json`` with the task routes' other answers declared, and ``info`` (this project's) in place of BentoML's."""
+def amend(document: bytes, routes: set[str], tokens: bool, info: dict[str, Any] | None = None, protocol_tasks: list[str] | None = None) -> bytes:
+    """BentoML's ``/docs.json`` with the task routes' other answers declared, and ``info`` (this project's) in place of BentoML's.
+
+    ``protocol_tasks``: the Open Inference Protocol's routes for these tasks are added (:mod:`services.protocol_schema`).
+    """
     spec = json.loads(document)
     if info is not None:
         spec["info"] = info
     spec.setdefault("components", {}).setdefault("schemas", {})["ZooError"] = ERROR
+    if protocol_tasks:
+        from services.protocol_schema import SCHEMAS, protocol_paths
+
+        spec["components"]["schemas"].update(SCHEMAS)
+        spec.setdefault("paths", {}).update(protocol_paths(protocol_tasks, tokens))
     retry = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
     for route in routes:
         for operation in spec.get("paths", {}).get(route, {}).values():

@@ -8,6 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
+from models.registry import task_names
+
 pytestmark = pytest.mark.slow
 
 
@@ -69,6 +71,14 @@ def test_the_protocol_answers_bad_requests_with_400s(server: str) -> None:
         ({"inputs": [{**good["inputs"][0], "data": [1.5]}, good["inputs"][1]]}, 400),
         ({"inputs": [{**good["inputs"][0], "data": [10**9]}, good["inputs"][1]]}, 400),  # beyond the embedding
         ({"inputs": [{**good["inputs"][0], "shape": [0], "data": []}, {**good["inputs"][1], "shape": [0], "data": []}]}, 400),
+        # each of these answered 500 before the protocol's own fields were checked
+        ({**good, "parameters": [1]}, 400),
+        ({"inputs": [{**good["inputs"][0], "parameters": "x"}, good["inputs"][1]]}, 400),
+        ({"inputs": [{**good["inputs"][0], "name": ["user"]}, good["inputs"][1]]}, 400),
+        ({**good, "outputs": [{"name": "rating", "parameters": [True]}]}, 400),
+        (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
+        ({**good, "id": {"a": 1}}, 400),  # echoed as an object, against the protocol's string
+        ({**good, "outputs": [{"name": "nope"}]}, 400),
     ]
     for body, status in cases:
         r = post(body)
@@ -81,3 +91,15 @@ def test_the_protocol_answers_bad_requests_with_400s(server: str) -> None:
     assert r.status_code == 400, r.text
     big = post({"inputs": [{**good["inputs"][0], "shape": [10**6]}, {**good["inputs"][1], "shape": [10**6]}]})
     assert big.status_code == 413, big.text
+
+
+def test_the_protocol_routes_are_in_the_openapi_document_and_unknown_ones_answer_json(server: str) -> None:
+    paths = httpx.get(f"{server}/docs.json").json()["paths"]
+    infer = paths["/v2/models/{task}/infer"]["post"]
+    served = infer["parameters"][0]["schema"]["enum"]
+    assert "recommend" in served and set(served) <= set(task_names()) and {"200", "400", "404", "413", "503"} <= set(infer["responses"])
+    assert set(infer["requestBody"]["content"]) == {"application/json", "application/octet-stream"}  # JSON, or the binary extension
+    assert {"/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{task}", "/v2/models/{task}/versions/{version}/infer"} <= set(paths)
+    for r in (httpx.get(f"{server}/v2/nothing/here"), httpx.delete(f"{server}/v2/health/live")):
+        assert r.status_code in (404, 405) and r.headers["content-type"] == "application/json" and r.json()["error"]
+    assert httpx.delete(f"{server}/v2/health/live").headers["allow"] == "GET, HEAD"

@@ -1,6 +1,7 @@
 """Property-based fuzzing of the all-tasks service from its own OpenAPI schema, with Schemathesis.
 
-Every operation of ``/docs.json`` (the seven task APIs, health, metrics) gets
+Every operation of ``/docs.json`` (the seven task APIs and feedback, the Open
+Inference Protocol's ``/v2`` routes, health, metrics) gets
 generated requests, valid and invalid (``--max-examples`` per operation in the
 fuzzing phase, plus Schemathesis's coverage cases and a probe of the methods
 an operation does not allow). A run fails on any 5xx, on a response that breaks
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -50,10 +52,18 @@ def fuzz(url: str, max_examples: int, seed: int, workers: int = 2) -> dict[str, 
         entries = json.loads(har.read_text())["log"]["entries"]
     declared = json.loads(urllib.request.urlopen(f"{url}/docs.json", timeout=30).read())["paths"]
     operations = {(m.upper(), p) for p, ops in declared.items() for m in ops}
-    sent = Counter((e["request"]["method"], urlparse(e["request"]["url"]).path) for e in entries)
+    templates = [(re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(p)) + "$"), p) for p in declared]
+    templates.sort(key=lambda t: "{" in t[1])  # a literal path before a template that also matches it
+
+    def operation(e: dict[str, Any]) -> tuple[str, str]:
+        """(method, declared path) of a request: ``/v2/models/recommend/infer`` is ``/v2/models/{task}/infer``."""
+        path = urlparse(e["request"]["url"]).path
+        return e["request"]["method"], next((p for rx, p in templates if rx.match(path)), path)
+
+    sent = Counter(operation(e) for e in entries)
     statuses: dict[str, Counter[int]] = {}
     for e in entries:
-        key = (e["request"]["method"], urlparse(e["request"]["url"]).path)
+        key = operation(e)
         if key in operations:
             statuses.setdefault(f"{key[0]} {key[1]}", Counter())[e["response"]["status"]] += 1
     with urllib.request.urlopen(f"{url}/readyz", timeout=30) as resp:
