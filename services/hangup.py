@@ -24,11 +24,14 @@ class Hangups:
         self.answered = self._started = False
         self.hung_up = False
         """The client went away before its answer, and the work was cancelled."""
+        self._gone = False
 
     async def receive(self) -> dict[str, Any]:
         message = await self._receive()
         if message["type"] == "http.request" and not message.get("more_body", False):
             self._body_read.set()
+        elif message["type"] == "http.disconnect":
+            self._gone = True
         return message
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -49,8 +52,15 @@ class Hangups:
             if not self.hung_up or (task is not None and task.cancelling()):
                 raise  # the server's own cancellation (shutdown), not a client gone
             await self._closed()
+        else:
+            if self._gone and not self.answered:  # the app saw the client gone before its body and answered nothing
+                await self._closed()
         finally:
             watch.cancel()
+
+    async def end_unanswered(self) -> None:
+        """The client left before its whole body arrived: end the request with a 499, as :meth:`run` does."""
+        await self._closed()
 
     async def _closed(self) -> None:
         """Answer 499 (nginx's "client closed request") into the closed connection: the server drops it, and the
@@ -70,3 +80,29 @@ class Hangups:
                     self.hung_up = True
                     job.cancel()
                 return
+
+
+async def read_body(receive: Any) -> bytes | None:
+    """The whole request body, or ``None`` when the client left before sending it."""
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        parts.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+def replay(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that gives ``body`` (read already) as one message, then what ``receive`` gives."""
+    given = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again

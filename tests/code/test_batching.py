@@ -218,3 +218,36 @@ def test_a_client_gone_after_its_body_stops_the_work_and_one_gone_after_its_answ
     assert gone.hung_up and events == ["cancelled"] and statuses == [499]
     answered, events, statuses = asyncio.run(one(answer_first=True))
     assert not answered.hung_up and answered.answered and events == ["finished"] and statuses == [200]
+
+
+def test_an_app_that_sees_the_client_gone_before_the_body_and_answers_nothing_still_ends_the_request() -> None:
+    """BentoML's timeout middleware waits for an answer (or its timeout, a minute or more): without the 499, each
+    client that hung up mid-upload on a direct JSON route left a request task alive that long (make chaos)."""
+    from services.hangup import Hangups
+
+    async def one(answer: bool) -> list[dict]:
+        inbox: asyncio.Queue[dict] = asyncio.Queue()
+        inbox.put_nowait({"type": "http.request", "body": b'{"te', "more_body": True})
+        inbox.put_nowait({"type": "http.disconnect"})
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        link = Hangups(inbox.get, send)
+
+        async def app() -> None:  # services.direct: reads the body, returns when the client is gone
+            while (await link.receive())["type"] != "http.disconnect":
+                pass
+            if answer:
+                await link.send({"type": "http.response.start", "status": 400, "headers": []})
+                await link.send({"type": "http.response.body", "body": b"{}"})
+
+        await asyncio.wait_for(link.run(app()), 5)
+        assert not link.hung_up  # nothing was computed for it: not counted as abandoned work
+        return sent
+
+    silent = asyncio.run(one(answer=False))
+    assert [m.get("status") for m in silent if m["type"] == "http.response.start"] == [499] and silent[-1] == {"type": "http.response.body", "body": b""}
+    answered = asyncio.run(one(answer=True))
+    assert [m.get("status") for m in answered if m["type"] == "http.response.start"] == [400] and len(answered) == 2  # no 499 after an answer
