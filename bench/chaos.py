@@ -7,7 +7,7 @@ registry ``make demo`` left, with steady load from closed-loop clients, and chec
   new one, and only requests that were in flight when it died fail.
 - ``hang-ups``: three rounds of ``CHAOS_HANGUPS`` (500) clients hanging up mid-upload and as many
   mid-response; afterwards every worker holds the file descriptors, connections and event-loop
-  tasks it held before, and the last round adds under 5% memory.
+  tasks it held before, the last round adds under 5% memory, and no hang-up is counted as a 5xx.
 - ``registry-restart``: a real ``mlflow server`` on PostgreSQL is stopped and started again
   under load: no request fails, and a promotion made after it came back is served.
 - ``registry-restart``: :mod:`bench.chaos_registry`; ``retrain-kill`` and ``disk-full``: :mod:`bench.chaos_retrain`.
@@ -158,6 +158,14 @@ def loop_tasks(url: str) -> dict[str, float]:
     return out
 
 
+def server_errors(url: str) -> float:
+    """The 5xx answers BentoML has counted (``*_request_total`` by ``http_response_code``), from ``/metrics``."""
+    import httpx
+
+    lines = httpx.get(url + "/metrics", timeout=30).text.splitlines()
+    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if "_request_total{" in x and 'http_response_code="5' in x)
+
+
 def resources(server: Server) -> dict[str, dict[str, float]]:
     """Per worker: open file descriptors, TCP connections not closed, RSS (MB), event-loop tasks."""
     import psutil
@@ -209,6 +217,7 @@ async def hang_ups(server: Server, apis: list[Api], n: int, n_rounds: int = 3) -
     await warm_up(server, apis)
     await settle(server, apis)
     before = resources(server)
+    errors_before = server_errors(server.url)
     port = int(server.url.rsplit(":", 1)[1])
     rounds = [before]
     for _ in range(n_rounds):  # the first rounds grow ONNX Runtime's arenas and malloc's to what the pile-ups need; a leak grows in every one
@@ -218,6 +227,7 @@ async def hang_ups(server: Server, apis: list[Api], n: int, n_rounds: int = 3) -
         await settle(server, apis)
         rounds.append(resources(server))
     after = rounds[-1]
+    errors = server_errors(server.url) - errors_before
     same = all(sorted(r) == sorted(before) for r in rounds)
     rows = {pid: {k: tuple(r[pid][k] for r in rounds) for k in before[pid]} for pid in before if all(pid in r for r in rounds)}
     fds_ok = same and all(v[-1] - v[0] <= 4 for r in rows.values() for v in [r["fds"]])
@@ -236,6 +246,7 @@ async def hang_ups(server: Server, apis: list[Api], n: int, n_rounds: int = 3) -
             goal("no TCP connection left open per worker (established or half-closed; at most 1 more)", conns_ok, figure("connections")),
             goal("event-loop tasks per worker back to where they were (at most 2 more)", tasks_ok, figure("tasks")),
             goal(f"RSS per worker: round {n_rounds} of hang-ups adds under 5%", rss_ok, figure("rss_mb") + f" MB (before, then after each of {n_rounds} rounds)"),
+            goal("a client that hangs up is not a server error (5xx in BentoML's request counts)", errors == 0, f"{errors:g} answers counted as 5xx"),
         ],
     }  # fmt: skip
 

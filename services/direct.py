@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.hangup import read_body
 from services.inference_protocol import INSTANCES
 
 log = logging.getLogger("course_zoo.services")
@@ -66,18 +67,6 @@ def is_json(headers: dict[bytes, bytes]) -> bool:
     return headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower() in JSON_TYPES
 
 
-async def _body(receive: Any) -> bytes | None:
-    """The whole request body, or ``None`` when the client left before sending it."""
-    parts: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        parts.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(parts)
-
-
 async def _send(send: Any, status: int, body: bytes, headers: dict[str, str], content_type: bytes = b"application/json") -> None:
     raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
@@ -93,7 +82,7 @@ class DirectRoute:
         self.fields = tuple(method.input_spec.model_fields)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = await _body(receive)
+        body = await read_body(receive)
         if body is None:
             return
         if not INSTANCES:

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from models.inputs import InvalidInput
 from services.batching import Overloaded
+from services.hangup import CLIENT_CLOSED
 from services.metrics import zoo_metrics
 
 if TYPE_CHECKING:
@@ -206,7 +207,11 @@ async def infer(request: Request) -> Response:
         runner = _runner(task)
         version = runner.version
         _versioned(request, runner)
-        payload, binary = _read(await request.body(), request.headers.get(HEADER_LENGTH))
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # gone mid-upload: an answer nobody reads, not a server error in the logs and metrics
+            return Response(status_code=CLIENT_CLOSED)
+        payload, binary = _read(raw, request.headers.get(HEADER_LENGTH))
         spec = runner.model.spec
         given = {i["name"]: i for i in payload["inputs"]}
         names = [t["name"] for t in spec["inputs"]]

@@ -14,7 +14,7 @@ from services.auth import Tokens, unauthorized
 from services.base import LOADED_VERSIONS, REJECTION_HEADER, VERSION_HEADER
 from services.direct import direct_routes, is_json
 from services.errors import multipart_problem, rewritten
-from services.hangup import Hangups
+from services.hangup import Hangups, read_body, replay
 from services.metrics import watch_event_loop, zoo_metrics
 from services.openapi import amend
 from services.pages import PAGES, describe, page
@@ -161,9 +161,17 @@ class ZooMiddleware:
             await send(message)
 
         direct = self.direct.get(path) if scope.get("method") == "POST" and is_json(headers) else None
+        app_receive = counted_receive
+        if direct is None:  # BentoML's router gets the whole body: a client gone mid-upload is not its 500 and traceback
+            body = await read_body(counted_receive)
+            if body is None:
+                if not rejected:  # (else the 413 was the answer)
+                    await link.end_unanswered()
+                return
+            app_receive = replay(body, counted_receive)
         ACTIVITY.enter()  # shadow work waits for no caller in flight
         try:
-            await link.run((direct or self.app)(scope, counted_receive, send_with_headers))
+            await link.run((direct or self.app)(scope, app_receive, send_with_headers))
         except Exception:
             if not rejected:  # the app's own failure: not ours to hide
                 raise

@@ -136,3 +136,31 @@ def test_a_body_in_chunks_is_read_whole_and_a_client_gone_before_its_end_gets_no
     whole = answer([{"type": "http.request", "body": b'{"ids": [1', "more_body": True}, {"type": "http.request", "body": b", 5]}"}])
     assert whole[0]["status"] == 200 and json.loads(whole[1]["body"]) == {"ids": [2, 10], "scale": 1.0}
     assert answer([{"type": "http.request", "body": b'{"ids": [1', "more_body": True}, {"type": "http.disconnect"}]) == []
+
+
+@pytest.mark.parametrize("gone", ["mid_upload", "before_the_body"])
+def test_a_client_gone_before_its_whole_body_never_reaches_bentomls_router_and_the_request_ends_with_499(clients: Any, gone: str) -> None:
+    """BentoML's router answered these with a 500 and logged a traceback (ClientDisconnect): a hang-up looked like a server error."""
+    _, router = clients
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/double",
+        "raw_path": b"/double", "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"), (b"content-length", b"40")],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 3000),
+    }  # fmt: skip
+    messages = [{"type": "http.request", "body": b'{"ids": [1', "more_body": True}] if gone == "mid_upload" else []
+    messages.append({"type": "http.disconnect"})
+
+    async def call() -> list[dict[str, Any]]:
+        pending, sent = iter(messages), []
+
+        async def receive() -> dict[str, Any]:
+            return next(pending, {"type": "http.disconnect"})
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await router.app(scope, receive, send)
+        return sent
+
+    sent = router.portal.call(call)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
