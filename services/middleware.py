@@ -33,8 +33,12 @@ class ZooMiddleware:
         api_tokens: Tokens | None = None,
         metrics_tokens: Tokens | None = None,
         direct: dict[str, Any] | None = None,
+        protocol: Any = None,
     ) -> None:
         self.app, self.routes, self.max_body_bytes, self.tasks = app, routes, max_body_bytes, set(tasks)
+        self.protocol = protocol
+        """The Open Inference Protocol's ASGI app: ``/v2`` paths go to it directly, not through BentoML's router
+        (whose mount does not match every path, a newline in a model name for one, and answers those in plain text)."""
         self.direct = direct or {}
         self.api_tokens, self.metrics_tokens = api_tokens or Tokens(()), metrics_tokens or Tokens(())
 
@@ -81,6 +85,9 @@ class ZooMiddleware:
             return await self.app(scope, receive, send)
         watch_event_loop()
         path: str = scope.get("path", "")
+        app = self.app
+        if self.protocol is not None and path.startswith("/v2/"):
+            app, scope = self.protocol, {**scope, "root_path": scope.get("root_path", "") + "/v2"}  # as a mount at /v2
         task = self.task_of(path)
         headers = dict(scope.get("headers", []))
         tokens = self.metrics_tokens if path == "/metrics" else self.api_tokens if task or path.startswith("/v2/models") else None
@@ -91,7 +98,7 @@ class ZooMiddleware:
         if path in PAGES and scope.get("method") in ("GET", "HEAD"):
             return await page(path, self.routes, sorted(self.tasks))(scope, receive, send)
         if task is None:
-            return await self.app(scope, receive, send)
+            return await app(scope, receive, send)
         length = headers.get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_body_bytes:
             return await self._too_large(task, str(int(length)))(scope, receive, send)
@@ -171,7 +178,7 @@ class ZooMiddleware:
             app_receive = replay(body, counted_receive)
         ACTIVITY.enter()  # shadow work waits for no caller in flight
         try:
-            await link.run((direct or self.app)(scope, app_receive, send_with_headers))
+            await link.run((direct or app)(scope, app_receive, send_with_headers))
         except Exception:
             if not rejected:  # the app's own failure: not ours to hide
                 raise
@@ -180,8 +187,9 @@ class ZooMiddleware:
         if link.hung_up:
             zoo_metrics().abandoned.labels(task).inc()
 
-def with_middleware(service: Any, routes: dict[str, str], settings: ServingSettings, tasks: list[str]) -> Any:
-    """Attach :class:`ZooMiddleware` to a BentoML service for ``routes`` (route -> task), ``/feedback`` and the tasks' protocol routes."""
+def with_middleware(service: Any, routes: dict[str, str], settings: ServingSettings, tasks: list[str], protocol: Any = None) -> Any:
+    """Attach :class:`ZooMiddleware` to a BentoML service for ``routes`` (route -> task), ``/feedback`` and the tasks'
+    protocol routes (``protocol``: the protocol's app, mounted at ``/v2``)."""
     service.add_asgi_middleware(
         ZooMiddleware,
         routes={**routes, "/feedback": "feedback"},
@@ -190,5 +198,6 @@ def with_middleware(service: Any, routes: dict[str, str], settings: ServingSetti
         api_tokens=Tokens(settings.api_tokens),
         metrics_tokens=Tokens(settings.metrics_tokens),
         direct=direct_routes(service) if settings.direct_routes else {},
+        protocol=protocol,
     )
     return service

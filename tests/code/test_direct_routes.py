@@ -164,3 +164,23 @@ def test_a_client_gone_before_its_whole_body_never_reaches_bentomls_router_and_t
 
     sent = router.portal.call(call)
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
+
+
+def test_every_v2_path_goes_to_the_protocol_app_so_its_answers_are_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BentoML's mount at /v2 does not match a path with a newline in it, and its router answered in plain text (make fuzz)."""
+    from starlette.responses import PlainTextResponse
+
+    from services import inference_protocol
+    from services.inference_protocol import protocol_app
+
+    monkeypatch.setattr(inference_protocol, "INSTANCES", [])  # no service started: the model routes answer 503 (JSON)
+
+    async def bentoml_router(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+
+    app = ZooMiddleware(bentoml_router, routes={}, max_body_bytes=10_000, tasks=["echo"], api_tokens=Tokens(()), metrics_tokens=Tokens(()), protocol=protocol_app())
+    client = TestClient(app)  # no lifespan: the stand-in router has none
+    for path in ("/v2/models/echo%0A/ready", "/v2/models/a%0Ab/versions/1", "/v2/no%0Asuch/route", "/v2/health/live"):
+        r = client.get(path)
+        assert r.headers["content-type"] == "application/json", (path, r.status_code, r.text)
+    assert client.get("/v2/health/live").json() == {"live": True} and client.get("/elsewhere").text == "Not Found"
