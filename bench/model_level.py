@@ -186,7 +186,9 @@ def bench_task(champ: Champion, rounds: int, min_seconds: float) -> dict[str, An
         def ort() -> Any:  # every output, one row per call where the champion's spec says rows_alone (as served)
             return champ.model.run_outputs(outputs, *xs)
 
-        diff = float(np.max(np.abs(eager().float().numpy() - ort()[0])))
+        first = eager()
+        first = first[0] if isinstance(first, (tuple, list)) else first  # classify's export module also gives its cam
+        diff = float(np.max(np.abs(first.float().numpy() - ort()[0])))
         fns = {"torch": eager, "onnxruntime": ort}
         if int8 is not None:  # one row per call, as the services run an INT8 model (its spec says rows_alone)
             rows = [{n: x[i : i + 1] for n, x in feeds.items()} for i in range(batch)]
