@@ -37,8 +37,10 @@ app = FastAPI(title="course-zoo bench: plain FastAPI + PyTorch eager")
 
 
 def forward(task: str, *arrays: np.ndarray) -> np.ndarray:
+    """The network's first output (classify's export module also gives its cam)."""
     with torch.inference_mode():
-        return NETS[task](*(torch.from_numpy(a) for a in arrays)).float().numpy()
+        out = NETS[task](*(torch.from_numpy(a) for a in arrays))
+    return (out[0] if isinstance(out, (tuple, list)) else out).float().numpy()
 
 
 def open_image(data: bytes) -> Image.Image:
