@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +17,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes import write_mirror  # noqa: E402
 
 from models.settings import Settings  # noqa: E402
+
+if TYPE_CHECKING:
+    import bentoml
 
 # Keep every tool's state of the whole test session in one temporary ZOO_HOME,
 # never in the user's home directory or the checkout's .zoo/.
