@@ -260,6 +260,11 @@ def champions(tasks: list[str]) -> dict[str, Champion]:
     return found
 
 
+def first_output(out: Any) -> Any:
+    """A network's first output: the export module of classify also gives its ``cam``."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def torch_model(champ: Champion) -> tuple[Any, str]:
     """The champion's network in PyTorch, eval mode, and where its weights came from.
 

@@ -38,6 +38,7 @@ from bench.common import (  # noqa: E402
     env_float,
     env_int,
     env_list,
+    first_output,
     fmt,
     fmt_spread,
     model_inputs,
@@ -186,9 +187,7 @@ def bench_task(champ: Champion, rounds: int, min_seconds: float) -> dict[str, An
         def ort() -> Any:  # every output, one row per call where the champion's spec says rows_alone (as served)
             return champ.model.run_outputs(outputs, *xs)
 
-        first = eager()
-        first = first[0] if isinstance(first, (tuple, list)) else first  # classify's export module also gives its cam
-        diff = float(np.max(np.abs(first.float().numpy() - ort()[0])))
+        diff = float(np.max(np.abs(first_output(eager()).float().numpy() - ort()[0])))
         fns = {"torch": eager, "onnxruntime": ort}
         if int8 is not None:  # one row per call, as the services run an INT8 model (its spec says rows_alone)
             rows = [{n: x[i : i + 1] for n, x in feeds.items()} for i in range(batch)]

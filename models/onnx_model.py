@@ -225,7 +225,7 @@ class OnnxModel:
     def output_names(self) -> list[str]:
         return [o.name for o in self.session.get_outputs()]
 
-    @property
+    @cached_property
     def rows_alone(self) -> bool:
         """Whether each row runs in a call of its own (the spec's ``rows_alone``: a dynamic INT8 model, which
         scales a call's activations together, so that a row's answer would depend on the rows beside it)."""

@@ -26,9 +26,7 @@ def build(name: str, cls: type[ZooService], doc: str) -> Any:
     """Decorate ``cls`` as a BentoML service named ``name``, with the project's middleware."""
     cls.__doc__ = doc
     service = bentoml.service(**service_options(name, cls.compute_bound))(cls)
-    protocol = protocol_app()
-    service.mount_asgi_app(protocol, path="/v2", name="inference-protocol")
-    return with_middleware(service, cls.routes(), serving(), cls.api_tasks(), protocol)
+    return with_middleware(service, cls.routes(), serving(), cls.api_tasks(), protocol_app())
 
 
 def single_task_service(api: type[ZooService], compute_bound: bool = False) -> Any:

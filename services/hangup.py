@@ -51,18 +51,14 @@ class Hangups:
             task = asyncio.current_task()
             if not self.hung_up or (task is not None and task.cancelling()):
                 raise  # the server's own cancellation (shutdown), not a client gone
-            await self._closed()
+            await self.end_unanswered()
         else:
             if self._gone and not self.answered:  # the app saw the client gone before its body and answered nothing
-                await self._closed()
+                await self.end_unanswered()
         finally:
             watch.cancel()
 
     async def end_unanswered(self) -> None:
-        """The client left before its whole body arrived: end the request with a 499, as :meth:`run` does."""
-        await self._closed()
-
-    async def _closed(self) -> None:
         """Answer 499 (nginx's "client closed request") into the closed connection: the server drops it, and the
         layers around this one (BentoML's access log and request timeout) see the request end."""
         if self.answered:

@@ -38,7 +38,7 @@ class ZooMiddleware:
         self.app, self.routes, self.max_body_bytes, self.tasks = app, routes, max_body_bytes, set(tasks)
         self.protocol = protocol
         """The Open Inference Protocol's ASGI app: ``/v2`` paths go to it directly, not through BentoML's router
-        (whose mount does not match every path, a newline in a model name for one, and answers those in plain text)."""
+        (a mount there matched no path with a newline in it, and its router answered those in plain text)."""
         self.direct = direct or {}
         self.api_tokens, self.metrics_tokens = api_tokens or Tokens(()), metrics_tokens or Tokens(())
 
@@ -189,7 +189,7 @@ class ZooMiddleware:
 
 def with_middleware(service: Any, routes: dict[str, str], settings: ServingSettings, tasks: list[str], protocol: Any = None) -> Any:
     """Attach :class:`ZooMiddleware` to a BentoML service for ``routes`` (route -> task), ``/feedback`` and the tasks'
-    protocol routes (``protocol``: the protocol's app, mounted at ``/v2``)."""
+    protocol routes (``protocol``: the protocol's app, which answers every ``/v2`` path)."""
     service.add_asgi_middleware(
         ZooMiddleware,
         routes={**routes, "/feedback": "feedback"},

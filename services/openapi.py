@@ -24,8 +24,12 @@ ERROR = {
 }
 
 
-def _response(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ZooError"}}}}
+RETRY = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+
+
+def json_response(description: str, headers: dict[str, Any] | None = None, schema: str = "ZooError") -> dict[str, Any]:
+    """An OpenAPI response: a JSON body of ``components/schemas/<schema>``, and ``headers``."""
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
     if headers:
         out["headers"] = headers
     return out
@@ -45,14 +49,13 @@ def amend(document: bytes, routes: set[str], tokens: bool, info: dict[str, Any] 
 
         spec["components"]["schemas"].update(SCHEMAS)
         spec.setdefault("paths", {}).update(protocol_paths(protocol_tasks, tokens))
-    retry = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
     for route in routes:
         for operation in spec.get("paths", {}).get(route, {}).values():
             responses = operation.setdefault("responses", {})
-            responses.setdefault("413", _response("Content Too Large: the body, an image's pixels or a list over its cap"))
-            responses.setdefault("503", _response("Service Unavailable: no model loaded, or its queue is full", retry))
+            responses.setdefault("413", json_response("Content Too Large: the body, an image's pixels or a list over its cap"))
+            responses.setdefault("503", json_response("Service Unavailable: no model loaded, or its queue is full", RETRY))
             if tokens:
-                responses.setdefault("401", _response("Unauthorized: no valid bearer token"))
+                responses.setdefault("401", json_response("Unauthorized: no valid bearer token"))
                 operation["security"] = [{"bearer": []}]
     if tokens:
         spec["components"].setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}

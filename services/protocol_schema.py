@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.openapi import RETRY, json_response
+
 DATATYPES = ["BOOL", "UINT8", "INT32", "INT64", "FP32", "FP64"]
 PARAMETERS = {"type": "object", "title": "Parameters", "additionalProperties": True}
 SHAPE = {"type": "array", "items": {"type": "integer"}, "title": "Shape", "description": "sizes; -1 in metadata: any size"}
@@ -85,16 +87,6 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
-RETRY = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
-
-
-def _json(ref: str, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
-    if headers:
-        out["headers"] = headers
-    return out
-
-
 def _flag(name: str) -> dict[str, Any]:
     return {"type": "object", "required": [name], "properties": {name: {"type": "boolean"}}}
 
@@ -107,17 +99,17 @@ def protocol_paths(tasks: list[str], tokens: bool) -> dict[str, Any]:
     """The ``/v2`` operations for the served ``tasks``; with ``tokens``, the model routes need a bearer token."""
     task = {"name": "task", "in": "path", "required": True, "schema": {"type": "string", "enum": tasks}, "description": "the task's model"}
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}, "description": "the version served"}
-    missing = _json("ProtocolError", "Not Found: no such model, or not the version served")
-    unloaded = _json("ProtocolError", "Service Unavailable: the model is not loaded")
+    missing = json_response("Not Found: no such model, or not the version served", schema="ProtocolError")
+    unloaded = json_response("Service Unavailable: the model is not loaded", schema="ProtocolError")
 
     def guarded(op: dict[str, Any]) -> dict[str, Any]:
         if tokens:
-            op["responses"]["401"] = _json("ZooError", "Unauthorized: no valid bearer token")
+            op["responses"]["401"] = json_response("Unauthorized: no valid bearer token")
             op["security"] = [{"bearer": []}]
         return op
 
     def metadata(params: list[dict[str, Any]]) -> dict[str, Any]:
-        responses = {"200": _json("ModelMetadata", "The model's tensors, from its spec"), "404": missing, "503": unloaded}
+        responses = {"200": json_response("The model's tensors, from its spec", schema="ModelMetadata"), "404": missing, "503": unloaded}
         return {"get": guarded({"tags": ["Inference protocol"], "summary": "Model metadata", "parameters": params, "responses": responses})}
 
     def model_ready(params: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,21 +125,21 @@ def protocol_paths(tasks: list[str], tokens: bool) -> dict[str, Any]:
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}, "description": "the binary tensor extension"},
             },
         }
-        answer = _json("InferResponse", "The first output of the model, as JSON or (binary_data_output) JSON then raw bytes")
+        answer = json_response("The first output of the model, as JSON or (binary_data_output) JSON then raw bytes", schema="InferResponse")
         answer["content"]["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
         responses = {
             "200": answer,
-            "400": _json("ProtocolError", "Bad Request: not the protocol, or not the model's tensors"),
+            "400": json_response("Bad Request: not the protocol, or not the model's tensors", schema="ProtocolError"),
             "404": missing,
-            "413": _json("ZooError", "Content Too Large: the body, or a tensor over its cap"),
-            "503": _json("ProtocolError", "Service Unavailable: the model is not loaded, or its queue is full", RETRY),
+            "413": json_response("Content Too Large: the body, or a tensor over its cap"),
+            "503": json_response("Service Unavailable: the model is not loaded, or its queue is full", RETRY, schema="ProtocolError"),
         }
         op = {"tags": ["Inference protocol"], "summary": "Run the model on tensors", "parameters": params, "requestBody": body, "responses": responses}
         return {"post": guarded(op)}
 
     health = {"tags": ["Inference protocol"]}
     return {
-        "/v2": {"get": {**health, "summary": "Server metadata", "responses": {"200": _json("ServerMetadata", "The server and its extensions")}}},
+        "/v2": {"get": {**health, "summary": "Server metadata", "responses": {"200": json_response("The server and its extensions", schema="ServerMetadata")}}},
         "/v2/health/live": {"get": {**health, "summary": "Liveness", "responses": {"200": _inline(_flag("live"), "The server is live")}}},
         "/v2/health/ready": {
             "get": {

@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from PIL import Image
 from pydantic import BaseModel
 
-from bench.common import champions, tasks_wanted, torch_model
+from bench.common import champions, first_output, tasks_wanted, torch_model
 
 NETS: dict[str, Any] = {}
 SPECS: dict[str, dict[str, Any]] = {}
@@ -37,10 +37,8 @@ app = FastAPI(title="course-zoo bench: plain FastAPI + PyTorch eager")
 
 
 def forward(task: str, *arrays: np.ndarray) -> np.ndarray:
-    """The network's first output (classify's export module also gives its cam)."""
     with torch.inference_mode():
-        out = NETS[task](*(torch.from_numpy(a) for a in arrays))
-    return (out[0] if isinstance(out, (tuple, list)) else out).float().numpy()
+        return first_output(NETS[task](*(torch.from_numpy(a) for a in arrays))).float().numpy()
 
 
 def open_image(data: bytes) -> Image.Image:
